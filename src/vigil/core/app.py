@@ -1,0 +1,298 @@
+"""The core facade: one object that the CLI (and later the API) calls for everything.
+
+``Vigil`` owns the store, the indexes (loaded lazily: creating a bank needs no index) and the
+settings. Every write goes through one transaction, and once it has committed the in-process
+indexes apply the same change-log rows, so a new entry matches, and a disabled one stops
+matching, as soon as the call returns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+import typing as t
+from pathlib import Path
+
+from sqlalchemy import select
+
+from vigil.config import Settings
+from vigil.core import banks as bankops
+from vigil.core.hashing import HashResult, hash_file
+from vigil.core.indexes import IndexSet
+from vigil.core.matcher import MatchOutcome, Matcher, Query
+from vigil.errors import UsageError, VigilError
+from vigil.signals import Signal
+from vigil.store.db import Store, sqlite_url
+from vigil.store.models import Bank, Entry, Match, Submission, utcnow
+
+__all__ = ["ItemResult", "ScanSummary", "Vigil"]
+
+
+@dataclasses.dataclass
+class ItemResult:
+    """The outcome for one item of a batch: a file, or a signal given on its own."""
+
+    path: str | None = None
+    signal: str | None = None
+    hashed: HashResult | None = None
+    outcome: MatchOutcome | None = None
+    error: VigilError | None = None
+    entry_id: int | None = None
+
+    def to_dict(self) -> dict[str, t.Any]:
+        out: dict[str, t.Any] = {"path": self.path} if self.signal is None else {"signal": self.signal}
+        out.update(self.outcome.to_dict() if self.outcome else {"matches": [], "allowed": [], "suppressed": []})
+        if self.hashed is not None and self.hashed.media_error is not None:
+            out["note"] = self.hashed.media_error.message
+        out["error"] = self.error.to_dict() if self.error else None
+        return out
+
+
+@dataclasses.dataclass
+class ScanSummary:
+    files: int = 0
+    checked: int = 0
+    skipped: int = 0
+    matched: int = 0
+    allowed: int = 0
+    not_images: int = 0
+    errors: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def _hash_for_pool(args: tuple[str, t.Any]) -> HashResult:
+    path, limits = args
+    return hash_file(Path(path), limits)
+
+
+class Vigil:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        url = self.settings.database_url or sqlite_url(self.settings.data_dir)
+        self.store = Store(url)
+        self._indexes: IndexSet | None = None
+
+    # -- indexes ---------------------------------------------------------------------------
+    @property
+    def indexes(self) -> IndexSet:
+        if self._indexes is None:
+            self._indexes = IndexSet(self.store, self.settings.index_dir).load()
+        return self._indexes
+
+    @property
+    def matcher(self) -> Matcher:
+        return Matcher(self.indexes)
+
+    def _applied(self, rows: t.Sequence[t.Any]) -> None:
+        if self._indexes is not None and rows:
+            self._indexes.apply(rows)
+
+    def close(self) -> None:
+        self.store.dispose()
+
+    # -- banks -----------------------------------------------------------------------------
+    def create_bank(self, name: str, kind: str = "block", thresholds: dict[str, int] | None = None,
+                    description: str = "") -> dict[str, t.Any]:
+        with self.store.transaction() as s:
+            bank = bankops.create_bank(s, name, kind, thresholds, description)
+            return bankops.bank_summary(s, bank)
+
+    def list_banks(self) -> list[dict[str, t.Any]]:
+        with self.store.read() as s:
+            return [bankops.bank_summary(s, b) for b in s.scalars(select(Bank).order_by(Bank.name))]
+
+    def bank_info(self, name: str) -> dict[str, t.Any]:
+        with self.store.read() as s:
+            return bankops.bank_summary(s, bankops.get_bank(s, name))
+
+    def set_thresholds(self, name: str, thresholds: dict[str, int]) -> dict[str, t.Any]:
+        with self.store.transaction() as s:
+            bank = bankops.get_bank(s, name)
+            bank.thresholds = {**bank.thresholds, **thresholds}
+            bank.updated_at = utcnow()
+            s.flush()
+            return bankops.bank_summary(s, bank)
+
+    def add_entries(self, bank_name: str, specs: t.Sequence[bankops.EntrySpec]) -> list[int]:
+        """Add entries in one transaction; all or nothing."""
+        with self.store.transaction() as s:
+            bank = bankops.get_bank(s, bank_name)
+            added = bankops.add_entries(s, bank, specs)
+        self._applied([r for _, rows in added for r in rows])
+        return [eid for eid, _ in added]
+
+    def add_files(self, bank_name: str, paths: t.Sequence[Path], labels: dict[str, str],
+                  progress: t.Callable[[], None] | None = None) -> t.Iterator[ItemResult]:
+        """Hash each file and add it as one entry; a file that fails is reported, the rest go on."""
+        with self.store.read() as s:
+            bankops.get_bank(s, bank_name)  # fail early on an unknown bank
+        for path in paths:
+            hr = hash_file(path, self.settings.limits)
+            item = ItemResult(path=str(path), hashed=hr, error=hr.error)
+            if hr.ok:
+                ref = path.name
+                try:
+                    (item.entry_id,) = self.add_entries(
+                        bank_name, [bankops.EntrySpec(hr.signals, labels, ref)]
+                    )
+                except VigilError as exc:
+                    item.error = exc
+            if progress:
+                progress()
+            yield item
+
+    def import_file(self, bank_name: str, path: Path, fmt: str,
+                    labels: dict[str, str] | None = None) -> int:
+        """Import a CSV/JSONL hash list: parsed whole, then written in one transaction."""
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                specs = bankops.parse_import(fh, fmt, labels)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        if not specs:
+            return 0
+        return len(self.add_entries(bank_name, specs))
+
+    def export(self, bank_name: str) -> t.Iterator[tuple[Entry, list[t.Any]]]:
+        with self.store.read() as s:
+            bank = bankops.get_bank(s, bank_name)
+            yield from bankops.export_rows(s, bank)
+
+    def set_enabled(self, bank_name: str, entry_id: int, enabled: bool) -> dict[str, t.Any]:
+        with self.store.transaction() as s:
+            bank = bankops.get_bank(s, bank_name)
+            rows = bankops.set_enabled(s, bank, entry_id, enabled)
+        self._applied(rows)
+        return {"bank": bank_name, "entry_id": entry_id, "enabled": enabled, "changed": bool(rows)}
+
+    def entry(self, entry_id: int) -> dict[str, t.Any]:
+        with self.store.read() as s:
+            e = s.get(Entry, entry_id)
+            if e is None:
+                raise bankops.NotFound(f"no entry {entry_id}", entry=entry_id)
+            return {
+                "entry_id": e.id, "bank": e.bank.name, "enabled": e.enabled, "labels": e.labels,
+                "reference": e.reference,
+                "signals": [Signal(r.type, r.value, r.quality, r.variant).to_dict() for r in e.signals],
+            }
+
+    # -- matching --------------------------------------------------------------------------
+    def query_for(self, hr: HashResult) -> Query:
+        return Query(hr.signals, hr.pdq_query, hr.pdq_quality, hr.trimmed)
+
+    def match_file(self, path: Path, *, record: bool = True) -> ItemResult:
+        hr = hash_file(path, self.settings.limits)
+        return self._finish_files([hr], record=record, keys=None)[0]
+
+    def match_signals(self, signals: t.Sequence[Signal], *, record: bool = True) -> list[ItemResult]:
+        outcomes = self.matcher.match_many([Query([sig]) for sig in signals])
+        items = [ItemResult(signal=str(sig), outcome=o) for sig, o in zip(signals, outcomes)]
+        if record:
+            with self.store.transaction() as s:
+                for sig, item in zip(signals, items):
+                    self._record(s, item, {"signals": [sig.to_dict()]})
+        return items
+
+    def _finish_files(self, results: t.Sequence[HashResult], *, record: bool,
+                      keys: t.Sequence[tuple[str, int, int]] | None) -> list[ItemResult]:
+        ok = [hr for hr in results if hr.ok]
+        outcomes = dict(zip((id(hr) for hr in ok), self.matcher.match_many([self.query_for(h) for h in ok])))
+        items = [
+            ItemResult(path=hr.path, hashed=hr, outcome=outcomes.get(id(hr)), error=hr.error)
+            for hr in results
+        ]
+        if record:
+            with self.store.transaction() as s:
+                for i, item in enumerate(items):
+                    hr = item.hashed
+                    assert hr is not None
+                    key = keys[i] if keys else None
+                    self._record(s, item, {"signals": [x.to_dict() for x in hr.signals]}, key)
+        return items
+
+    @staticmethod
+    def _record(s: t.Any, item: ItemResult, signals: dict[str, t.Any],
+                key: tuple[str, int, int] | None = None) -> None:
+        sub = None
+        if key is not None:
+            sub = s.scalar(select(Submission).where(Submission.scan_key == key[0]))
+            if sub is not None:
+                sub.matches.clear()
+        if sub is None:
+            sub = Submission(scan_key=key[0] if key else None)
+            s.add(sub)
+        sub.size, sub.mtime_ns = (key[1], key[2]) if key else (None, None)
+        sub.signals = signals
+        sub.error = item.error.to_dict() if item.error else None
+        sub.seen_at = utcnow()
+        if item.outcome:
+            for h in item.outcome.matches + item.outcome.allowed:
+                sub.matches.append(Match(entry_id=h.entry_id, signal_type=h.signal_type,
+                                         distance=h.distance, variant=h.variant))
+
+    # -- scanning --------------------------------------------------------------------------
+    def scan(self, root: Path, *, workers: int = 1, rescan: bool = False,
+             on_total: t.Callable[[int], None] | None = None,
+             on_item: t.Callable[[ItemResult], None] | None = None,
+             batch_size: int = 64) -> ScanSummary:
+        """Check every file under ``root``; resumable: files already checked with the same size and
+        modification time are skipped unless ``rescan``. Results are committed batch by batch, so
+        an interrupted scan loses at most one batch of work."""
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a directory")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        summary = ScanSummary(files=len(files))
+        known: dict[str, tuple[int | None, int | None]] = {}
+        if not rescan:
+            with self.store.read() as s:
+                for key, size, mtime in s.execute(
+                    select(Submission.scan_key, Submission.size, Submission.mtime_ns).where(
+                        Submission.scan_key.is_not(None)
+                    )
+                ):
+                    known[key] = (size, mtime)
+        todo: list[tuple[str, int, int]] = []
+        for p in files:
+            st = p.stat()
+            key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+            if known.get(key[0]) == (key[1], key[2]):
+                summary.skipped += 1
+            else:
+                todo.append(key)
+        if on_total:
+            on_total(len(todo))
+        _ = self.indexes  # load before the workers start, not in the middle of the first batch
+        workers = max(1, workers)
+        pool = cf.ProcessPoolExecutor(workers) if workers > 1 else None
+        try:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                args = [(k[0], self.settings.limits) for k in batch]
+                hashed = list(pool.map(_hash_for_pool, args, chunksize=4)) if pool else [
+                    _hash_for_pool(a) for a in args
+                ]
+                for item in self._finish_files(hashed, record=True, keys=batch):
+                    summary.checked += 1
+                    if item.error:
+                        summary.errors += 1
+                    elif item.hashed and item.hashed.media_error:
+                        summary.not_images += 1
+                    if item.outcome and item.outcome.matches:
+                        summary.matched += 1
+                    if item.outcome and item.outcome.allowed:
+                        summary.allowed += 1
+                    if on_item:
+                        on_item(item)
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
+        return summary
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))

@@ -1,0 +1,189 @@
+"""Matching: signals -> index candidates -> bank thresholds -> allow-bank suppression.
+
+The cascade for one piece of content:
+
+1. exact tiers (md5, sha256): a dict lookup each;
+2. PDQ, when the picture's quality is at least ``LOW_QUALITY``: the 8 dihedral hashes of the
+   border-trimmed picture (one DCT, sign flips and transposes) in one batched radius search, the
+   radius being the largest PDQ threshold any bank uses;
+3. each candidate is resolved to its entry and bank, dropped if the entry is disabled or the
+   distance is over *that bank's* threshold for the signal type, and reduced to the best hit per
+   entry (exact before perceptual, then smallest distance, then the untransformed variant);
+4. a hit in an ``allow`` bank suppresses every ``block`` hit for the same content: allow banks hold
+   benign look-alikes that must never match.
+
+A hit's ``variant`` says under which edit it matched: ``original``, ``trimmed`` (the query had
+uniform borders), a dihedral edit (``flip-x``, ``rot90``, ...), or both (``trimmed+rot90``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+import numpy as np
+from sqlalchemy import select
+
+from vigil.core.banks import effective_thresholds
+from vigil.core.indexes import IndexSet
+from vigil.signals import Signal, registry
+from vigil.signals.pdq import LOW_QUALITY
+from vigil.store.models import Bank, Entry, SignalRow
+
+__all__ = ["Hit", "MatchOutcome", "Matcher", "Query"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    bank: str
+    bank_kind: str
+    entry_id: int
+    signal_type: str
+    distance: int
+    variant: str
+    threshold: int
+    labels: dict[str, t.Any]
+    reference: str | None = None
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {
+            "bank": self.bank,
+            "entry_id": self.entry_id,
+            "signal_type": self.signal_type,
+            "distance": self.distance,
+            "threshold": self.threshold,
+            "variant": self.variant,
+            "labels": self.labels,
+        }
+
+
+@dataclasses.dataclass
+class MatchOutcome:
+    matches: list[Hit]
+    allowed: list[Hit]
+    suppressed: list[Hit]
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {
+            "matches": [h.to_dict() for h in self.matches],
+            "allowed": [h.to_dict() for h in self.allowed],
+            "suppressed": [h.to_dict() for h in self.suppressed],
+        }
+
+
+@dataclasses.dataclass
+class Query:
+    """What to look up for one piece of content."""
+
+    signals: list[Signal]
+    #: dihedral variant name -> PDQ hex, from the picture itself (None for a bare signal)
+    pdq_variants: dict[str, str] | None = None
+    pdq_quality: int | None = None
+    trimmed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _Candidate:
+    signal_id: int
+    signal_type: str
+    distance: int
+    variant: str
+
+
+class Matcher:
+    def __init__(self, indexes: IndexSet) -> None:
+        self.indexes = indexes
+        self.store = indexes.store
+
+    def _bank_thresholds(self) -> dict[int, tuple[Bank, dict[str, int]]]:
+        with self.store.read() as s:
+            banks = s.scalars(select(Bank)).all()
+            return {b.id: (b, effective_thresholds(b)) for b in banks}
+
+    def match(self, query: Query) -> MatchOutcome:
+        return self.match_many([query])[0]
+
+    def match_many(self, queries: t.Sequence[Query]) -> list[MatchOutcome]:
+        banks = self._bank_thresholds()
+        radius = {st.name: max([th[st.name] for _, th in banks.values()] or [0]) for st in registry}
+        per_query = [self._candidates(q, radius) for q in queries]
+        ids = sorted({c.signal_id for cands in per_query for c in cands})
+        info = self._resolve(ids)
+        return [self._decide(cands, info, banks) for cands in per_query]
+
+    def _candidates(self, q: Query, radius: dict[str, int]) -> list[_Candidate]:
+        out: list[_Candidate] = []
+        prefix = "trimmed" if q.trimmed else ""
+        for sig in q.signals:
+            st = registry.get(sig.type)
+            index = self.indexes.indexes.get(sig.type)
+            if index is None or len(index) == 0:
+                continue
+            if st.distance_kind == "exact":
+                code = np.frombuffer(st.to_code(sig.value), np.uint8)
+                out += [_Candidate(i, st.name, d, "original") for i, d in index.query(code, 0)[0]]
+            elif sig.type == "pdq" and q.pdq_variants is None:
+                if sig.quality is None or sig.quality >= LOW_QUALITY:  # a bare PDQ signal
+                    code = np.frombuffer(st.to_code(sig.value), np.uint8)
+                    hits = index.query(code, radius[st.name])[0]
+                    out += [_Candidate(i, st.name, d, "original") for i, d in hits]
+        if q.pdq_variants and (q.pdq_quality or 0) >= LOW_QUALITY:
+            index = self.indexes.indexes.get("pdq")
+            if index is not None and len(index):
+                names = list(q.pdq_variants)
+                codes = np.frombuffer(
+                    b"".join(bytes.fromhex(q.pdq_variants[n]) for n in names), np.uint8
+                ).reshape(len(names), 32)
+                for name, hits in zip(names, index.query(codes, radius["pdq"])):
+                    parts = [p for p in (prefix, "" if name == "original" else name) if p]
+                    variant = "+".join(parts) or "original"
+                    out += [_Candidate(i, "pdq", d, variant) for i, d in hits]
+        return out
+
+    def _resolve(self, ids: list[int]) -> dict[int, tuple[t.Any, ...]]:
+        info: dict[int, tuple[t.Any, ...]] = {}
+        if not ids:
+            return info
+        with self.store.read() as s:
+            for chunk in range(0, len(ids), 5000):
+                rows = s.execute(
+                    select(
+                        SignalRow.id, Entry.id, Entry.bank_id, Entry.enabled, Entry.labels,
+                        Entry.reference,
+                    )
+                    .join(Entry, Entry.id == SignalRow.entry_id)
+                    .where(SignalRow.id.in_(ids[chunk : chunk + 5000]))
+                ).all()
+                for sid, eid, bank_id, enabled, labels, reference in rows:
+                    info[sid] = (eid, bank_id, enabled, labels, reference)
+        return info
+
+    @staticmethod
+    def _decide(
+        cands: list[_Candidate],
+        info: dict[int, tuple[t.Any, ...]],
+        banks: dict[int, tuple[Bank, dict[str, int]]],
+    ) -> MatchOutcome:
+        best: dict[int, tuple[tuple[int, int, int], Hit]] = {}
+        for c in cands:
+            if c.signal_id not in info:
+                continue  # deleted under us; the index will catch up
+            eid, bank_id, enabled, labels, reference = info[c.signal_id]
+            if not enabled or bank_id not in banks:
+                continue
+            bank, thresholds = banks[bank_id]
+            limit = thresholds.get(c.signal_type, 0)
+            if c.distance > limit:
+                continue
+            exact = registry.get(c.signal_type).distance_kind == "exact"
+            rank = (0 if exact else 1, c.distance, 0 if c.variant in ("original", "trimmed") else 1)
+            hit = Hit(bank.name, bank.kind, eid, c.signal_type, int(c.distance), c.variant,
+                      limit, dict(labels or {}), reference)
+            if eid not in best or rank < best[eid][0]:
+                best[eid] = (rank, hit)
+        hits = [h for _, h in sorted(best.values(), key=lambda x: (x[0], x[1].entry_id))]
+        allowed = [h for h in hits if h.bank_kind == "allow"]
+        blocked = [h for h in hits if h.bank_kind == "block"]
+        if allowed:
+            return MatchOutcome(matches=[], allowed=allowed, suppressed=blocked)
+        return MatchOutcome(matches=blocked, allowed=[], suppressed=[])
