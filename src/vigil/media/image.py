@@ -160,10 +160,18 @@ def decode_image(
             ) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise CorruptMedia(f"{label}: unreadable image header: {exc}", path=label) from exc
-        return _decode_opened(img, limits, label)
+        decoded = _decode_opened(img, limits, label, scaled=True)
+        if decoded.was_trimmed and decoded.luma.shape != decoded.full_size:
+            # Borders found on a scaled decode are only placed to within a few pixels, and PDQ's
+            # tent filter weighs the outermost lines heavily: one stray black row moves some
+            # hashes by 20 bits. Find them again at full resolution; only bordered JPEGs pay.
+            decoded = _decode_opened(Image.open(io.BytesIO(data)), limits, label, scaled=False)
+        return decoded
 
 
-def _decode_opened(img: Image.Image, limits: ImageLimits, label: str) -> DecodedImage:
+def _decode_opened(
+    img: Image.Image, limits: ImageLimits, label: str, *, scaled: bool = True
+) -> DecodedImage:
     fmt = img.format or "unknown"
     width, height = img.size
     if width <= 0 or height <= 0:
@@ -182,7 +190,7 @@ def _decode_opened(img: Image.Image, limits: ImageLimits, label: str) -> Decoded
         orientation = img.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block is not worth losing the picture over
         orientation = 1
-    if fmt == "JPEG" and img.mode in ("RGB", "L", "YCbCr"):
+    if scaled and fmt == "JPEG" and img.mode in ("RGB", "L", "YCbCr"):
         short = min(width, height)
         if short > DECODE_SHORT_SIDE:
             scale = DECODE_SHORT_SIDE / short
@@ -244,6 +252,7 @@ def find_borders(
     share: float = 0.97,
     keep: float = 0.25,
     flatness: float = 2.0,
+    transition: int = 3,
 ) -> tuple[int, int, int, int]:
     """Find uniform borders (letterbox, pillarbox, padding of any flat colour).
 
@@ -254,7 +263,8 @@ def find_borders(
     carry noise of a few grey levels, and cutting them off would move the canonical hash away
     from Meta's reference. Once an edge is known to be border, further lines count as border
     while at least ``share`` of their pixels lie within ``tolerance`` grey levels of the edge
-    colour, so JPEG ringing next to the picture is trimmed too. Trimming stops before less than
+    colour, so JPEG ringing next to the picture is trimmed too, and up to ``transition`` more
+    lines that blend border and picture are dropped. Trimming stops before less than
     ``keep`` of a dimension would remain, so a flat image is never trimmed to nothing. Returns
     the kept box (top, bottom, left, right).
     """
@@ -267,9 +277,23 @@ def find_borders(
         ref = np.median(lines[0])
         if (np.abs(lines[0] - ref) <= flatness).mean() < share:
             return 0  # the common case: no border, decided from one line
-        uniform = (np.abs(lines - ref) <= tolerance).mean(axis=1) >= share
+        dev = np.abs(lines - ref)
+        uniform = (dev <= tolerance).mean(axis=1) >= share
         nonuni = np.flatnonzero(~uniform)
-        return int(nonuni[0]) if nonuni.size else lines.shape[0]
+        if not nonuni.size:
+            return lines.shape[0]
+        end = int(nonuni[0])
+        # Lines where the border blends into the picture (JPEG ringing, a resize's blur, a line
+        # that is part border) are still much closer to the border colour than the picture
+        # after them; keeping one darkens the edge that the hash weighs most, so drop them.
+        for _ in range(transition):
+            if end + 1 >= lines.shape[0]:
+                break
+            here, after = dev[end].mean(), dev[end + 1].mean()
+            if here >= 0.5 * after:
+                break
+            end += 1
+        return end
 
     top = run(luma)
     bottom = run(luma[::-1])
