@@ -61,8 +61,15 @@ state = _State()
 JsonOpt = t.Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
 
 
+def _close() -> None:
+    if state.vigil is not None:
+        state.vigil.close()
+        state.vigil = None
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     data_dir: t.Annotated[
         Path | None,
         typer.Option("--data-dir", envvar="VIGIL_DATA", help="Data directory [default: ./vigil-data]."),
@@ -76,6 +83,7 @@ def _root(
     state.data_dir = data_dir
     state.database_url = database_url
     state.vigil = None
+    ctx.call_on_close(_close)
 
 
 def core() -> Vigil:
