@@ -4,7 +4,6 @@ processes through the change log."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

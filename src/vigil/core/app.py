@@ -250,12 +250,12 @@ class Vigil:
         known: dict[str, tuple[int | None, int | None]] = {}
         if not rescan:
             with self.store.read() as s:
-                for key, size, mtime in s.execute(
+                for scan_key, size, mtime in s.execute(
                     select(Submission.scan_key, Submission.size, Submission.mtime_ns).where(
                         Submission.scan_key.is_not(None)
                     )
                 ):
-                    known[key] = (size, mtime)
+                    known[str(scan_key)] = (size, mtime)
         todo: list[tuple[str, int, int]] = []
         for p in files:
             st = p.stat()

@@ -152,7 +152,7 @@ class IndexSet:
             if not to_add:
                 continue
             with self.store.read() as s:
-                found = []
+                found: list[t.Any] = []
                 for chunk in range(0, len(to_add), 10_000):
                     found += s.execute(
                         select(SignalRow.id, SignalRow.value, SignalRow.quality)

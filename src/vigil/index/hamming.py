@@ -44,7 +44,7 @@ class HammingIndex:
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) and len(self):
-            self._index.remove_ids(ids)
+            self._index.remove_ids(ids)  # type: ignore[arg-type]  # the SWIG wrapper takes arrays
 
     def query(self, codes: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
         """For each query code, every (id, distance) with distance <= radius."""
@@ -60,7 +60,8 @@ class HammingIndex:
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         n = self._index.ntotal
         ids = self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        codes = self._faiss.vector_to_array(self._flat.xb).reshape(n, self.code_size)
+        xb = self._flat.xb  # type: ignore[attr-defined]
+        codes = self._faiss.vector_to_array(xb).reshape(n, self.code_size)
         return ids, codes
 
     def __len__(self) -> int:

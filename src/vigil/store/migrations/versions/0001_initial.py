@@ -1,7 +1,7 @@
 """initial schema: banks, entries, signals, index log, submissions, matches
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-11-29 04:51:39.298226
 """
 
