@@ -164,3 +164,8 @@ class Match(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     submission: Mapped[Submission] = relationship(back_populates="matches")
+
+
+# Feature models live in their own modules (one per feature area) and register on the same
+# metadata; importing them here makes Alembic and the tests see the whole schema.
+from vigil.store import service_models, video_models  # noqa: E402,F401
