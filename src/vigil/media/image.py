@@ -104,6 +104,25 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _image_magic(head: bytes) -> str | None:
+    for magic, fmt in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
 def sniff_kind(head: bytes) -> str:
     """A human description of what non-image bytes look like, for error messages."""
     for magic, what in _MAGIC:
@@ -154,12 +173,22 @@ def decode_image(
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
+            claimed = _image_magic(data[:16])
+            if claimed:  # the bytes say image, but Pillow cannot read the header
+                raise CorruptMedia(
+                    f"{label}: starts like a {claimed} image but its header is corrupt",
+                    path=label,
+                    format=claimed,
+                ) from None
             raise UnsupportedMedia(
                 f"{label}: not a supported image: the bytes look like {sniff_kind(data[:64])}",
                 path=label,
             ) from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise CorruptMedia(f"{label}: unreadable image header: {exc}", path=label) from exc
+            claimed = _image_magic(data[:16]) or "image"
+            raise CorruptMedia(
+                f"{label}: unreadable {claimed} header: {exc}", path=label, format=claimed
+            ) from exc
         decoded = _decode_opened(img, limits, label, scaled=True)
         if decoded.was_trimmed and decoded.luma.shape != decoded.full_size:
             # Borders found on a scaled decode are only placed to within a few pixels, and PDQ's
@@ -176,10 +205,19 @@ def _decode_opened(
     width, height = img.size
     if width <= 0 or height <= 0:
         raise CorruptMedia(f"{label}: {fmt} declares an empty size {width}x{height}", path=label)
-    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
+    if width > limits.max_side or height > limits.max_side:
+        raise DecompressionBomb(
+            f"{label}: {fmt} declares {width}x{height} pixels, over the limit of "
+            f"{limits.max_side} pixels per side",
+            path=label,
+            width=width,
+            height=height,
+            limit=limits.max_side,
+        )
+    if width * height > limits.max_pixels:
         raise DecompressionBomb(
             f"{label}: {fmt} declares {width}x{height} = {width * height} pixels, over the limit "
-            f"of {limits.max_pixels} pixels ({limits.max_side} per side)",
+            f"of {limits.max_pixels} pixels",
             path=label,
             width=width,
             height=height,
@@ -281,7 +319,7 @@ def find_borders(
         uniform = (dev <= tolerance).mean(axis=1) >= share
         nonuni = np.flatnonzero(~uniform)
         if not nonuni.size:
-            return lines.shape[0]
+            return int(lines.shape[0])
         end = int(nonuni[0])
         # Lines where the border blends into the picture (JPEG ringing, a resize's blur, a line
         # that is part border) are still much closer to the border colour than the picture

@@ -30,7 +30,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "vigil.signal_types"
 BUILTIN_SIGNAL_TYPES: tuple[type[SignalType], ...] = (Md5Signal, Sha256Signal, PdqSignal)
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class SignalRegistry:
@@ -42,8 +42,10 @@ class SignalRegistry:
             self.register(st)
 
     def register(self, st: type[SignalType]) -> None:
+        if not isinstance(st, type):  # e.g. an entry point naming an instance or a module
+            raise UsageError(f"signal type {st!r} must be a class, not a {type(st).__name__}")
         name = getattr(st, "name", None)
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):  # '$' would allow a "\n"
             raise UsageError(f"signal type {st!r} needs a literal lower-case name, got {name!r}")
         if name in self._types and self._types[name] is not st:
             raise UsageError(
@@ -51,8 +53,15 @@ class SignalRegistry:
             )
         if not issubclass(st, (FileHasher, ImageHasher)):
             raise UsageError(f"signal type {name!r} must derive from FileHasher or ImageHasher")
-        if st.validate is SignalType.validate:
-            raise UsageError(f"signal type {name!r} does not implement validate()")
+        # A classmethod is bound anew on every access, so compare the functions underneath.
+        required = [(SignalType, "validate")]
+        if issubclass(st, FileHasher):
+            required += [(FileHasher, "hash_bytes"), (FileHasher, "hash_file")]
+        if issubclass(st, ImageHasher):
+            required += [(ImageHasher, "hash_image")]
+        for base, method in required:
+            if getattr(st, method).__func__ is getattr(base, method).__func__:
+                raise UsageError(f"signal type {name!r} does not implement {method}()")
         self._types[name] = st
 
     def get(self, name: str) -> type[SignalType]:

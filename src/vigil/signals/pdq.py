@@ -26,6 +26,7 @@ is even or odd about the centre), so matching all 8 orientations costs one hash,
 from __future__ import annotations
 
 import functools
+import re
 import typing as t
 
 import numpy as np
@@ -161,6 +162,7 @@ def hex_to_bytes(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -185,10 +187,9 @@ class PdqSignal(ImageHasher):
             raise InvalidSignal(
                 f"pdq value must be 64 hex digits, got {len(v)} characters", value=value
             )
-        try:
-            int(v, 16)
-        except ValueError:
-            raise InvalidSignal("pdq value must be hexadecimal", value=value) from None
+        # not int(v, 16): that also takes "0x", "+", "_" and non-ASCII digits
+        if not _HEX64.fullmatch(v):
+            raise InvalidSignal(f"pdq value must be hexadecimal, got {value!r}", value=value)
         return v
 
     code_size = 32
