@@ -138,10 +138,12 @@ def sniff_kind(head: bytes) -> str:
 
 
 def decode_image(
-    source: Path | bytes, limits: ImageLimits | None = None, *, name: str | None = None
+    source: Path | str | bytes, limits: ImageLimits | None = None, *, name: str | None = None
 ) -> DecodedImage:
-    """Decode an image file (or bytes) safely into a :class:`DecodedImage`."""
+    """Decode an image file (a path) or its bytes safely into a :class:`DecodedImage`."""
     limits = limits or ImageLimits()
+    if isinstance(source, str):
+        source = Path(source)
     label = name or (str(source) if isinstance(source, Path) else "<bytes>")
     if isinstance(source, Path):
         try:
