@@ -180,3 +180,21 @@ def test_matches_are_recorded(core, banked, photos):
     with core.store.read() as s:
         assert s.scalar(select(func.count()).select_from(Submission)) == 1
         assert s.scalar(select(Match.signal_type)) == "md5"
+
+
+def test_partner_hash_of_a_file_with_flat_background_still_matches(core, photos, tmp_path):
+    """A partner hashes files without trimming (Meta's reference). When Vigil trims a flat
+    background from the query, the untrimmed query hashes must still find that hash."""
+    import pdqhash
+
+    with Image.open(photos[2]) as im:
+        padded = ImageOps.pad(im.convert("RGB"), (im.width, im.width * 2), color=(255, 255, 255))
+    path = save(padded, tmp_path / "padded.png")
+    vec, _ = pdqhash.compute(np.asarray(Image.open(path).convert("RGB")))
+    reference = np.packbits(vec.astype(bool)).tobytes().hex()
+    core.create_bank("partner")
+    core.add_entries("partner", [EntrySpec([Signal("pdq", reference)])])
+    item = core.match_file(path)
+    assert item.hashed.trimmed
+    assert [(h.bank, h.variant) for h in item.outcome.matches] == [("partner", "original")]
+    assert item.outcome.matches[0].distance <= 10

@@ -54,3 +54,18 @@ def test_duplicate_bank_name_is_a_conflict(core):
 def test_unreachable_database_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open the database"):
         Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_head_revision_is_alembics_head(db_url):
+    """The fast start-up check reads the head from the files; it must agree with Alembic."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from vigil.store.db import MIGRATIONS, current_revision, head_revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+    store = Store(db_url)
+    assert current_revision(store.engine) == head_revision()
+    store.dispose()

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from vigil.config import Settings
 from vigil.core import banks as bankops
 from vigil.core.hashing import HashResult, hash_file
-from vigil.core.indexes import IndexSet
+from vigil.core.indexes import SAVE_AFTER, IndexSet
 from vigil.core.matcher import MatchOutcome, Matcher, Query
 from vigil.errors import UsageError, VigilError
 from vigil.signals import Signal
@@ -156,7 +156,12 @@ class Vigil:
             raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
         if not specs:
             return 0
-        return len(self.add_entries(bank_name, specs))
+        added = len(self.add_entries(bank_name, specs))
+        if added >= SAVE_AFTER:
+            # bring the index file up to date now, so the next process loads it instead of
+            # replaying (or rebuilding for) the whole import
+            self.indexes.save()
+        return added
 
     def export(self, bank_name: str) -> t.Iterator[tuple[Entry, list[t.Any]]]:
         with self.store.read() as s:

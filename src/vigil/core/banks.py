@@ -16,14 +16,14 @@ import re
 import signal as _signal
 import typing as t
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vigil.core.labels import KNOWN_LABELS, validate_labels
 from vigil.errors import Conflict, ImportFormatError, InvalidSignal, NotFound, UsageError
 from vigil.signals import Signal, registry
-from vigil.store.models import Bank, Entry, IndexLog, SignalRow, utcnow
+from vigil.store.models import Bank, Entry, IndexLog, Meta, SignalRow, utcnow
 
 __all__ = [
     "BANK_KINDS",
@@ -153,8 +153,9 @@ def add_entries(s: Session, bank: Bank, specs: t.Iterable[EntrySpec]) -> list[tu
         if not batch:
             return
         now = utcnow()
-        entry_ids = s.scalars(
-            insert(Entry).returning(Entry.id, sort_by_parameter_order=True),
+        entry_ids = _insert_numbered(
+            s,
+            Entry,
             [
                 {
                     "bank_id": bank.id,
@@ -166,7 +167,7 @@ def add_entries(s: Session, bank: Bank, specs: t.Iterable[EntrySpec]) -> list[tu
                 }
                 for spec in batch
             ],
-        ).all()
+        )
         sig_params = [
             {
                 "entry_id": eid,
@@ -178,20 +179,20 @@ def add_entries(s: Session, bank: Bank, specs: t.Iterable[EntrySpec]) -> list[tu
             for eid, spec in zip(entry_ids, batch)
             for sig in spec.signals
         ]
-        sig_rows = s.execute(
-            insert(SignalRow).returning(
-                SignalRow.id, SignalRow.entry_id, SignalRow.type, sort_by_parameter_order=True
-            ),
-            sig_params,
-        ).all()
-        log_params = [
-            {"signal_id": r.id, "signal_type": r.type, "op": "add", "created_at": now}
-            for r in sig_rows
+        sig_ids = _insert_numbered(s, SignalRow, sig_params)
+        sig_rows = [
+            _LogRow(i, p["type"], "add", p["entry_id"]) for i, p in zip(sig_ids, sig_params)
         ]
-        s.execute(insert(IndexLog), log_params)
+        s.connection().execute(
+            IndexLog.__table__.insert(),
+            [
+                {"signal_id": r.signal_id, "signal_type": r.signal_type, "op": "add", "created_at": now}
+                for r in sig_rows
+            ],
+        )
         per_entry: dict[int, list[t.Any]] = {eid: [] for eid in entry_ids}
-        for r, p in zip(sig_rows, log_params):
-            per_entry[r.entry_id].append(_LogRow(p["signal_id"], p["signal_type"], "add"))
+        for r in sig_rows:
+            per_entry[r.entry_id].append(r)
         out.extend(per_entry.items())
         batch.clear()
         if fault_after and len(out) >= fault_after:
@@ -212,6 +213,28 @@ class _LogRow:
     signal_id: int
     signal_type: str
     op: str
+    entry_id: int = 0
+
+
+def _insert_numbered(s: Session, model: t.Any, rows: list[dict[str, t.Any]]) -> list[int]:
+    """Insert rows and return their ids, in order, with one batched statement.
+
+    PostgreSQL returns the ids from a multi-row ``INSERT ... RETURNING``. SQLite cannot order
+    RETURNING rows for a batch, and SQLAlchemy then falls back to one statement per row (measured:
+    the whole import time); so there we take the database's write lock first (a no-op update),
+    number the rows after the current maximum ourselves, and insert them with executemany. No
+    other writer can interleave while we hold the lock.
+    """
+    if not rows:
+        return []
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(update(Meta).where(Meta.key == "store_id").values(value=Meta.value))
+        start = int(s.scalar(select(func.max(model.id))) or 0)
+        ids = list(range(start + 1, start + 1 + len(rows)))
+        # Core, not the ORM's bulk path: same SQL, a third of the Python overhead
+        s.connection().execute(model.__table__.insert(), [{**r, "id": i} for r, i in zip(rows, ids)])
+        return ids
+    return list(s.scalars(insert(model).returning(model.id, sort_by_parameter_order=True), rows))
 
 
 def set_enabled(s: Session, bank: Bank, entry_id: int, enabled: bool) -> list[t.Any]:

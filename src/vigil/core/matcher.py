@@ -76,7 +76,8 @@ class Query:
     """What to look up for one piece of content."""
 
     signals: list[Signal]
-    #: dihedral variant name -> PDQ hex, from the picture itself (None for a bare signal)
+    #: variant name -> PDQ hex, from the picture itself (None for a bare signal); see
+    #: PdqSignal.analyse: the 8 dihedral hashes, of the trimmed and of the whole picture
     pdq_variants: dict[str, str] | None = None
     pdq_quality: int | None = None
     trimmed: bool = False
@@ -113,7 +114,6 @@ class Matcher:
 
     def _candidates(self, q: Query, radius: dict[str, int]) -> list[_Candidate]:
         out: list[_Candidate] = []
-        prefix = "trimmed" if q.trimmed else ""
         for sig in q.signals:
             st = registry.get(sig.type)
             index = self.indexes.indexes.get(sig.type)
@@ -134,10 +134,9 @@ class Matcher:
                 codes = np.frombuffer(
                     b"".join(bytes.fromhex(q.pdq_variants[n]) for n in names), np.uint8
                 ).reshape(len(names), 32)
+                # the keys already name the variant (see PdqSignal.analyse)
                 for name, hits in zip(names, index.query(codes, radius["pdq"])):
-                    parts = [p for p in (prefix, "" if name == "original" else name) if p]
-                    variant = "+".join(parts) or "original"
-                    out += [_Candidate(i, "pdq", d, variant) for i, d in hits]
+                    out += [_Candidate(i, "pdq", d, name) for i, d in hits]
         return out
 
     def _resolve(self, ids: list[int]) -> dict[int, tuple[t.Any, ...]]:

@@ -5,9 +5,9 @@ Contract (STYLE.md §4): ``add(ids, values)``, ``remove(ids)``, ``query(values, 
 back to entries and banks and applies each bank's own threshold, so one index serves all banks and
 the radius searched is the largest threshold any bank uses.
 
-Adds and removes are *set* operations (add an id already present: no-op; remove an absent one:
-no-op), which makes replaying a suffix of the store's change log safe (see
-:mod:`vigil.index.manager`).
+Removing an absent id is a no-op; adding an id that is already present is the caller's to avoid
+(:mod:`vigil.core.indexes` removes every touched id before re-adding, which keeps replays of the
+store's change log idempotent).
 
 On disk an index is one file in a versioned binary layout, never pickle::
 

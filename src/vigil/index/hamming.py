@@ -5,13 +5,14 @@ brute-force scan; wrapping it in ``IndexBinaryIDMap`` keeps our int64 ids beside
 40 bytes per 256-bit entry in all. ``remove_ids`` compacts the arrays in place (one memmove), so a
 disable is reflected at once without a rebuild.
 
-Adds and removes are plain: the caller (:mod:`vigil.index.manager`) removes every touched id
+Adds and removes are plain: the caller (:mod:`vigil.core.indexes`) removes every touched id
 before re-adding the ones that should be present, which keeps replays idempotent without a
 per-id membership table (that would cost more memory than the codes themselves).
 """
 
 from __future__ import annotations
 
+import os
 import typing as t
 
 import numpy as np
@@ -19,6 +20,19 @@ import numpy as np
 from vigil.errors import UsageError
 
 __all__ = ["HammingIndex"]
+
+_THREADS_SET = False
+
+
+def _configure_faiss(faiss: t.Any) -> None:
+    """One OpenMP thread by default (``VIGIL_FAISS_THREADS`` overrides): a few queries per call are
+    too little work to share, and on a busy machine OpenMP's spinning threads made a single lookup
+    six times slower (benchmarks/bench_lookup.py). Parallelism comes from concurrent requests."""
+    global _THREADS_SET
+    if not _THREADS_SET:
+        faiss.omp_set_num_threads(max(1, int(os.environ.get("VIGIL_FAISS_THREADS", "1") or 1)))
+        _THREADS_SET = True
+
 
 class HammingIndex:
     """FAISS binary flat index with our ids."""
@@ -29,6 +43,7 @@ class HammingIndex:
         import faiss
 
         self._faiss = faiss
+        _configure_faiss(faiss)
         self.code_size = code_size
         self._flat = faiss.IndexBinaryFlat(code_size * 8)  # keep a reference: IDMap wraps it
         self._index = faiss.IndexBinaryIDMap(self._flat)

@@ -221,13 +221,27 @@ class PdqSignal(ImageHasher):
 
     @classmethod
     def analyse(cls, image: DecodedImage) -> tuple[list[Signal], dict[str, str], int]:
-        """Signals to store and the 8 dihedral query hashes, from one DCT of the picture."""
+        """Signals to store, and the query hashes keyed by the variant each one stands for.
+
+        One DCT of the border-trimmed picture gives the canonical hash and its 8 dihedral query
+        hashes (``trimmed``, ``trimmed+flip-x``, ... when borders were trimmed; ``original``,
+        ``flip-x``, ... otherwise). When borders were trimmed, a second DCT of the whole picture
+        adds the untrimmed hash and its 8 variants (plain names): a partner's hash of the same file,
+        computed without trimming, must still match. The quality returned is the better of the two.
+        """
         coeffs, quality = pdq_dct(image.trimmed_luma(), full_size=image.trimmed_full_size())
         dihedral = dihedral_hashes(coeffs)
         value = dihedral["original"]
         out = [Signal(cls.name, value, quality, "trimmed" if image.was_trimmed else None)]
-        if image.was_trimmed:
-            raw, raw_q = hash_luma(image.luma, full_size=image.full_size)
-            if raw != value:
-                out.append(Signal(cls.name, raw, raw_q, "untrimmed"))
-        return out, dihedral, quality
+        if not image.was_trimmed:
+            return out, dihedral, quality
+        queries = {
+            ("trimmed" if name == "original" else f"trimmed+{name}"): h
+            for name, h in dihedral.items()
+        }
+        raw_coeffs, raw_quality = pdq_dct(image.luma, full_size=image.full_size)
+        raw = dihedral_hashes(raw_coeffs)
+        if raw["original"] != value:
+            out.append(Signal(cls.name, raw["original"], raw_quality, "untrimmed"))
+            queries.update(raw)
+        return out, queries, max(quality, raw_quality)

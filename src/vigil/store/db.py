@@ -9,18 +9,20 @@ busy timeout, so a scan's workers and a concurrent CLI call wait instead of fail
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 import typing as t
 import uuid
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vigil.errors import StoreError
 from vigil.store.models import Meta
 
-__all__ = ["Store", "migrate", "sqlite_url"]
+__all__ = ["Store", "current_revision", "head_revision", "migrate", "sqlite_url"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -38,8 +40,37 @@ def _sqlite_pragmas(dbapi_conn: t.Any, _record: t.Any) -> None:
     cur.close()
 
 
+_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*(.+)$", re.M)
+
+
+@functools.lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest migration, read from the version files themselves: checking it costs a file
+    read instead of importing Alembic, which is most of a CLI call's start-up otherwise."""
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for kind, raw in _REVISION.findall(path.read_text(encoding="utf-8")):
+            values = set(re.findall(r"[\"']([^\"']+)[\"']", raw))
+            (revs if kind == "revision" else downs).update(values)
+    heads = revs - downs
+    if len(heads) != 1:
+        raise StoreError(f"migrations have {len(heads)} heads ({sorted(heads)}): merge them")
+    return heads.pop()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (creates it on an empty database)."""
+    """Bring the schema to the newest migration (creates it on an empty database); a no-op, without
+    loading Alembic, when the store is already current."""
+    if current_revision(engine) == head_revision():
+        return
     from alembic import command
     from alembic.config import Config
 
