@@ -6,6 +6,8 @@ machine-readable ``code`` (used in JSON output and, later, in API error bodies),
 
     VigilError
     ├── UsageError                  bad arguments or configuration (CLI exit 2)
+    ├── Unauthorized                no, a bad or a revoked API token (401)
+    ├── Forbidden                   a token whose role may not do this (403)
     ├── InvalidSignal               a signal string that does not parse or validate
     ├── UnknownSignalType           a signal type name nobody registered
     ├── MediaError                  content that cannot be decoded safely
@@ -13,6 +15,8 @@ machine-readable ``code`` (used in JSON output and, later, in API error bodies),
     │   ├── FileTooLarge            more bytes than the configured limit
     │   ├── UnsupportedMedia        not a format we decode (text, PDF, ...)
     │   ├── DecompressionBomb       declared pixel count over the limit
+    │   ├── MediaTooLong            a video (or audio) longer than the duration limit
+    │   ├── DecodeTimeout           decoding ran past its wall-clock limit
     │   └── CorruptMedia            truncated or malformed data
     ├── StoreError                  database problems, translated from SQLAlchemy
     │   ├── NotFound                a bank or entry that does not exist
@@ -31,15 +35,19 @@ import typing as t
 __all__ = [
     "Conflict",
     "CorruptMedia",
+    "DecodeTimeout",
     "DecompressionBomb",
     "EmptyFile",
     "FileTooLarge",
+    "Forbidden",
     "ImportFormatError",
     "IndexFileError",
     "InvalidSignal",
     "MediaError",
+    "MediaTooLong",
     "NotFound",
     "StoreError",
+    "Unauthorized",
     "UnknownSignalType",
     "UnsupportedMedia",
     "UsageError",
@@ -65,6 +73,16 @@ class VigilError(Exception):
 class UsageError(VigilError):
     code = "usage"
     status = 422
+
+
+class Unauthorized(VigilError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(VigilError):
+    code = "forbidden"
+    status = 403
 
 
 class InvalidSignal(VigilError, ValueError):
@@ -102,6 +120,16 @@ class DecompressionBomb(MediaError):
 
 class CorruptMedia(MediaError):
     code = "corrupt_media"
+
+
+class MediaTooLong(MediaError):
+    code = "media_too_long"
+    status = 413
+
+
+class DecodeTimeout(MediaError):
+    code = "decode_timeout"
+    status = 422
 
 
 class StoreError(VigilError):

@@ -45,6 +45,9 @@ app = typer.Typer(
 )
 bank_app = typer.Typer(help="Create, inspect and fill banks of known media.", no_args_is_help=True)
 app.add_typer(bank_app, name="bank")
+from vigil.cli.bench_cmds import bench_app  # a sub-app in its own module
+
+app.add_typer(bench_app, name="bench")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -128,8 +131,11 @@ def _report_error(item: ItemResult) -> None:
 # -- hash ----------------------------------------------------------------------------------------
 @app.command("hash")
 def hash_cmd(paths: t.Annotated[list[Path], typer.Argument(help="Files or folders.")],
-             json_out: JsonOpt = False) -> None:
-    """Compute the signals of files (md5, sha256, and PDQ for images)."""
+             json_out: JsonOpt = False,
+             vpdq_dir: t.Annotated[Path | None, typer.Option(
+                 "--vpdq-dir", help="Also write each video's frame hashes there, in Meta's vPDQ "
+                 "text form (<name>.vpdq.txt).")] = None) -> None:
+    """Compute the signals of files (md5, sha256, PDQ for images, frame signals for videos)."""
     from vigil.core.hashing import hash_file
 
     limits = Settings.from_env(state.data_dir, state.database_url).limits
@@ -138,9 +144,17 @@ def hash_cmd(paths: t.Annotated[list[Path], typer.Argument(help="Files or folder
     table = Table("path", "type", "value", "quality", "variant", "note")
     with progress() as bar:
         task = bar.add_task("hashing", total=len(files))
-        for f in files:
-            hr = hash_file(f, limits)
-            bar.advance(task)
+        for i, f in enumerate(files):
+            hr = hash_file(f, limits, progress=lambda x, i=i: bar.update(task, completed=i + x),
+                           local_features=False)
+            bar.update(task, completed=i + 1)
+            if hr.video is not None and vpdq_dir is not None:
+                vpdq_dir.mkdir(parents=True, exist_ok=True)
+                (vpdq_dir / f"{f.name}.vpdq.txt").write_text(hr.video.to_vpdq(), encoding="utf-8")
+            if hr.video is not None and not json_out:
+                v = hr.video.summary()
+                table.add_row(str(f), "video frames", f"{v['frames']} frames at {v['rate']}/s + "
+                              f"scene changes over {v['duration']} s", "", "", "")
             if hr.error:
                 failed = True
                 err.print(f"[red]error:[/red] {hr.error.message}")
@@ -232,7 +246,14 @@ def bank_add(
         table = Table("path", "entry", "signals", "error")
         with progress() as bar:
             task = bar.add_task("adding", total=len(files))
-            for item in core().add_files(name, files, labels, progress=lambda: bar.advance(task)):
+            done = [0]
+
+            def advanced() -> None:
+                done[0] += 1
+                bar.update(task, completed=done[0])
+
+            for item in core().add_files(name, files, labels, progress=advanced,
+                                         fraction=lambda x: bar.update(task, completed=done[0] + x)):
                 failed |= item.error is not None
                 _report_error(item)
                 sigs = [s.to_dict() for s in item.hashed.signals] if item.hashed else []
@@ -249,11 +270,34 @@ def bank_add(
     raise typer.Exit(ReturnCode.ITEM_FAILED if failed else ReturnCode.OK)
 
 
+@bank_app.command("video-settings")
+def bank_video_settings(
+    name: str,
+    min_seconds: t.Annotated[float | None, typer.Option(help="Shortest matched segment, seconds (default 3).")] = None,
+    min_share: t.Annotated[float | None, typer.Option(help="Or: smallest share of the reference a segment covers (0-1).")] = None,
+    no_min_share: t.Annotated[bool, typer.Option(help="Stop using a minimum share.")] = False,
+    frame_threshold: t.Annotated[int | None, typer.Option(help="Largest PDQ distance between matching frames.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show or change a bank's video matching settings."""
+    from vigil.core import video as videoops
+
+    try:
+        with core().store.transaction() as s:
+            st = videoops.set_settings(s, name, min_seconds=min_seconds, min_share=min_share,
+                                       frame_threshold=frame_threshold, clear_share=no_min_share)
+    except VigilError as exc:
+        fail(exc)
+    res = {"bank": name, **st.to_dict()}
+    emit(res) if json_out else out.print(", ".join(f"{k}={v}" for k, v in res.items()))
+
+
 @bank_app.command("import")
 def bank_import(
     name: str,
     file: Path,
-    fmt: t.Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    fmt: t.Annotated[str, typer.Option("--format", help="csv, jsonl, or vpdq (one video's frame "
+                                          "hashes in Meta's vPDQ text form, as one entry)")] = "csv",
     label: t.Annotated[list[str] | None, typer.Option(help="Labels for entries that lack them.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -361,8 +405,25 @@ def match_cmd(
     signal: t.Annotated[list[str] | None, typer.Option(help="A signal type:value, repeatable.")] = None,
     signals_from: t.Annotated[Path | None, typer.Option(help="File with one type:value per line ('-' for stdin).")] = None,
     json_out: JsonOpt = False,
+    explain: t.Annotated[Path | None, typer.Option(help="Draw why this file matched (with --out).")] = None,
+    overlay: t.Annotated[Path, typer.Option("--out", help="PNG written by --explain.")] = Path("overlay.png"),
 ) -> None:
     """Check files or signals against every bank."""
+    if explain is not None:
+        from vigil.core.robust import explain_file
+
+        try:
+            res = explain_file(core(), explain, overlay)
+        except VigilError as exc:
+            fail(exc)
+        if json_out:
+            emit(res)
+        else:
+            ex = res["explained"]
+            out.print(f"{explain}: " + (f"entry {ex['entry_id']} in {ex['bank']}: {ex['inliers']} "
+                      f"inliers, coverage {ex['coverage']:.2f} ({ex['variant']}); drawn to {overlay}"
+                      if ex else "no verified local-feature match to draw"))
+        raise typer.Exit(ReturnCode.OK)
     if not paths and not signal and signals_from is None:
         fail(UsageError("give files, --signal or --signals-from"))
     v = core()
@@ -394,9 +455,9 @@ def match_cmd(
     files = expand(paths or [])
     with progress() as bar:
         task = bar.add_task("matching", total=len(files))
-        for f in files:
-            show(v.match_file(f))
-            bar.advance(task)
+        for i, f in enumerate(files):
+            show(v.match_file(f, fraction=lambda x, i=i: bar.update(task, completed=i + x)))
+            bar.update(task, completed=i + 1)
     if not json_out:
         out.print(table)
     raise typer.Exit(ReturnCode.ITEM_FAILED if failed else ReturnCode.OK)
@@ -447,6 +508,9 @@ def demo_cmd(
     from vigil.demo import run_demo
 
     raise typer.Exit(run_demo(core(), out, workdir))
+
+
+from vigil.cli import service_cmds  # noqa: E402,F401  (serve, token, audit, retention)
 
 
 def main() -> None:

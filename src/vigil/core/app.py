@@ -17,10 +17,14 @@ from pathlib import Path
 from sqlalchemy import select
 
 from vigil.config import Settings
+from vigil.core import audit, review
 from vigil.core import banks as bankops
+from vigil.core import video as videoops
 from vigil.core.hashing import HashResult, hash_file
 from vigil.core.indexes import SAVE_AFTER, IndexSet
-from vigil.core.matcher import MatchOutcome, Matcher, Query
+from vigil.core.matcher import Matcher, MatchOutcome, Query
+from vigil.core.robust import MODES as robust_modes
+from vigil.core.robust import RobustIndex, robust_mode, store_payloads
 from vigil.errors import UsageError, VigilError
 from vigil.signals import Signal
 from vigil.store.db import Store, sqlite_url
@@ -74,6 +78,11 @@ class Vigil:
         url = self.settings.database_url or sqlite_url(self.settings.data_dir)
         self.store = Store(url)
         self._indexes: IndexSet | None = None
+        self._robust: RobustIndex | None = None
+        self._video: videoops.VideoIndex | None = None
+        #: hooks of the service (vigil.core.audit, vigil.core.review); on by default for the CLI too
+        self.audit_changes = True
+        self.review_queue = os.environ.get("VIGIL_REVIEW_QUEUE", "1") != "0"
 
     # -- indexes ---------------------------------------------------------------------------
     @property
@@ -83,21 +92,47 @@ class Vigil:
         return self._indexes
 
     @property
+    def robust(self) -> RobustIndex:
+        """The local-feature index of the robust tier, loaded on first use like ``indexes``."""
+        if self._robust is None:
+            self._robust = RobustIndex(self.store, self.settings.index_dir).load()
+        return self._robust
+
+    @property
+    def video_index(self) -> videoops.VideoIndex:
+        """The frame index of banked videos (vigil.core.video), loaded on first use."""
+        if self._video is None:
+            self._video = videoops.VideoIndex(self.store, self.settings.index_dir).load()
+        return self._video
+
+    @property
     def matcher(self) -> Matcher:
-        return Matcher(self.indexes)
+        return Matcher(self.indexes, self.robust)
 
     def _applied(self, rows: t.Sequence[t.Any]) -> None:
         if self._indexes is not None and rows:
             self._indexes.apply(rows)
+        if self._robust is not None and rows:
+            self._robust.apply(rows)
+        if self._video is not None and rows:
+            self._video.apply(rows)
 
     def close(self) -> None:
         self.store.dispose()
+
+    def _audit(self, s: t.Any, action: str, target: str, details: dict[str, t.Any]) -> None:
+        """Append a bank/entry change to the audit log, in the change's own transaction; the
+        actor is whoever :func:`vigil.core.audit.acting_as` names (``cli`` by default)."""
+        if self.audit_changes:
+            audit.append(s, audit.ACTOR.get(), action, target, details)
 
     # -- banks -----------------------------------------------------------------------------
     def create_bank(self, name: str, kind: str = "block", thresholds: dict[str, int] | None = None,
                     description: str = "") -> dict[str, t.Any]:
         with self.store.transaction() as s:
             bank = bankops.create_bank(s, name, kind, thresholds, description)
+            self._audit(s, "bank.create", f"bank:{name}",
+                        {"kind": kind, "thresholds": dict(thresholds or {})})
             return bankops.bank_summary(s, bank)
 
     def list_banks(self) -> list[dict[str, t.Any]]:
@@ -108,35 +143,95 @@ class Vigil:
         with self.store.read() as s:
             return bankops.bank_summary(s, bankops.get_bank(s, name))
 
+    def delete_bank(self, name: str) -> dict[str, t.Any]:
+        """Delete a bank with its entries. Refused (Conflict) once any of its entries matched
+        something: decisions and matches must stay explainable; disable the entries instead."""
+        from sqlalchemy import delete as sql_delete
+        from sqlalchemy.exc import IntegrityError
+
+        from vigil.errors import Conflict
+        from vigil.store.models import IndexLog, SignalRow
+
+        try:
+            with self.store.transaction() as s:
+                bank = bankops.get_bank(s, name)
+                entry_ids = select(Entry.id).where(Entry.bank_id == bank.id)
+                if s.scalar(select(Match.id).where(Match.entry_id.in_(entry_ids)).limit(1)):
+                    raise Conflict(f"bank {name!r} has entries that matched content; disable "
+                                   "its entries instead of deleting it", bank=name)
+                sigs = s.execute(select(SignalRow.id, SignalRow.type)
+                                 .where(SignalRow.entry_id.in_(entry_ids))).all()
+                rows = [bankops._LogRow(i, st, "remove") for i, st in sigs]
+                if rows:
+                    s.add_all(IndexLog(signal_id=r.signal_id, signal_type=r.signal_type,
+                                       op="remove") for r in rows)
+                s.execute(sql_delete(Bank).where(Bank.id == bank.id))
+                self._audit(s, "bank.delete", f"bank:{name}", {"signals": len(rows)})
+        except IntegrityError as exc:
+            raise Conflict(f"bank {name!r} is still referenced and cannot be deleted",
+                           bank=name) from exc
+        self._applied(rows)
+        return {"bank": name, "deleted": True}
+
     def set_thresholds(self, name: str, thresholds: dict[str, int]) -> dict[str, t.Any]:
         with self.store.transaction() as s:
             bank = bankops.get_bank(s, name)
             bank.thresholds = {**bank.thresholds, **thresholds}
             bank.updated_at = utcnow()
             s.flush()
+            self._audit(s, "bank.thresholds", f"bank:{name}", {"thresholds": dict(thresholds)})
             return bankops.bank_summary(s, bank)
 
-    def add_entries(self, bank_name: str, specs: t.Sequence[bankops.EntrySpec]) -> list[int]:
-        """Add entries in one transaction; all or nothing."""
+    def set_robust_mode(self, name: str, mode: str | None) -> dict[str, t.Any]:
+        """Set a bank's robust tier: always, on-miss or off (None: back to the default)."""
+        if mode is not None and mode not in robust_modes:
+            raise UsageError(f"robust mode must be one of {', '.join(robust_modes)}, got {mode!r}")
+        with self.store.transaction() as s:
+            bank = bankops.get_bank(s, name)
+            bank.robust_mode = mode
+            bank.updated_at = utcnow()
+            s.flush()
+            return {**bankops.bank_summary(s, bank), "robust_mode": robust_mode(bank)}
+
+    def add_entries(self, bank_name: str, specs: t.Sequence[bankops.EntrySpec],
+                    payloads: t.Mapping[str, bytes] | None = None) -> list[int]:
+        """Add entries in one transaction; all or nothing. ``payloads`` are the local-feature
+        payloads behind ``orb`` signals, keyed by digest (stored in the same transaction)."""
         with self.store.transaction() as s:
             bank = bankops.get_bank(s, bank_name)
+            store_payloads(s, payloads or {})
             added = bankops.add_entries(s, bank, specs)
+            if added:
+                self._audit(s, "entry.add", f"bank:{bank_name}",
+                            {"entries": len(added), "first": added[0][0], "last": added[-1][0]})
         self._applied([r for _, rows in added for r in rows])
         return [eid for eid, _ in added]
 
     def add_files(self, bank_name: str, paths: t.Sequence[Path], labels: dict[str, str],
-                  progress: t.Callable[[], None] | None = None) -> t.Iterator[ItemResult]:
-        """Hash each file and add it as one entry; a file that fails is reported, the rest go on."""
+                  progress: t.Callable[[], None] | None = None,
+                  fraction: t.Callable[[float], None] | None = None) -> t.Iterator[ItemResult]:
+        """Hash each file and add it as one entry; a file that fails is reported, the rest go on.
+        ``fraction`` hears how far a long (video) file's hashing is."""
         with self.store.read() as s:
             bankops.get_bank(s, bank_name)  # fail early on an unknown bank
         for path in paths:
-            hr = hash_file(path, self.settings.limits)
+            hr = hash_file(path, self.settings.limits, progress=fraction)
             item = ItemResult(path=str(path), hashed=hr, error=hr.error)
-            if hr.ok:
+            if hr.ok and hr.video is not None:  # a video: its frame signals, no media
+                try:
+                    item.entry_id = self.add_video(bank_name, hr.video, list(hr.signals), labels,
+                                                   path.name)
+                except VigilError as exc:
+                    item.error = exc
+            elif hr.ok:
                 ref = path.name
+                sigs, payloads = list(hr.signals), {}
+                if hr.robust is not None:  # bank the local features too (see HashResult.robust)
+                    sigs.append(hr.robust.signal)
+                    payloads[hr.robust.signal.value] = hr.robust.payload
                 try:
                     (item.entry_id,) = self.add_entries(
-                        bank_name, [bankops.EntrySpec(hr.signals, labels, ref)]
+                        bank_name, [bankops.EntrySpec(sigs, labels, ref)], payloads
                     )
                 except VigilError as exc:
                     item.error = exc
@@ -144,9 +239,33 @@ class Vigil:
                 progress()
             yield item
 
+    def add_video(self, bank_name: str, video: t.Any, signals: list[Signal],
+                  labels: dict[str, t.Any], reference: str | None) -> int:
+        """Add one video entry (frame signals and, if any, byte-hash signals) in one transaction."""
+        with self.store.transaction() as s:
+            bank = bankops.get_bank(s, bank_name)
+            eid, rows = videoops.add_video_entry(s, bank, signals, labels, reference, video)
+            self._audit(s, "entry.add", f"bank:{bank_name}",
+                        {"entries": 1, "first": eid, "last": eid, "video_frames": len(video)})
+        self._applied(rows)
+        return eid
+
     def import_file(self, bank_name: str, path: Path, fmt: str,
                     labels: dict[str, str] | None = None) -> int:
-        """Import a CSV/JSONL hash list: parsed whole, then written in one transaction."""
+        """Import a CSV/JSONL hash list: parsed whole, then written in one transaction. Format
+        ``vpdq``: one video's frame hashes in Meta's vPDQ text form, as one entry."""
+        if fmt == "vpdq":
+            from vigil.signals.vpdq import VideoSignals
+
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except OSError as exc:
+                raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+            self.add_video(bank_name, VideoSignals.from_vpdq(text), [], dict(labels or {}),
+                           path.name)
+            return 1
         try:
             with path.open(newline="", encoding="utf-8-sig") as fh:
                 specs = bankops.parse_import(fh, fmt, labels)
@@ -171,7 +290,14 @@ class Vigil:
     def set_enabled(self, bank_name: str, entry_id: int, enabled: bool) -> dict[str, t.Any]:
         with self.store.transaction() as s:
             bank = bankops.get_bank(s, bank_name)
+            current = s.get(Entry, entry_id)
+            was = current.enabled if current is not None else None
             rows = bankops.set_enabled(s, bank, entry_id, enabled)
+            if was is not None and was != enabled:  # a video entry's frames follow its state
+                rows = rows + videoops.log_toggle(s, entry_id, enabled)
+            if rows:
+                self._audit(s, "entry.enable" if enabled else "entry.disable",
+                            f"entry:{entry_id}", {"bank": bank_name})
         self._applied(rows)
         return {"bank": bank_name, "entry_id": entry_id, "enabled": enabled, "changed": bool(rows)}
 
@@ -188,10 +314,11 @@ class Vigil:
 
     # -- matching --------------------------------------------------------------------------
     def query_for(self, hr: HashResult) -> Query:
-        return Query(hr.signals, hr.pdq_query, hr.pdq_quality, hr.trimmed)
+        return Query(hr.signals, hr.pdq_query, hr.pdq_quality, hr.trimmed, hr.robust)
 
-    def match_file(self, path: Path, *, record: bool = True) -> ItemResult:
-        hr = hash_file(path, self.settings.limits)
+    def match_file(self, path: Path, *, record: bool = True,
+                   fraction: t.Callable[[float], None] | None = None) -> ItemResult:
+        hr = hash_file(path, self.settings.limits, progress=fraction)
         return self._finish_files([hr], record=record, keys=None)[0]
 
     def match_signals(self, signals: t.Sequence[Signal], *, record: bool = True) -> list[ItemResult]:
@@ -207,6 +334,10 @@ class Vigil:
                       keys: t.Sequence[tuple[str, int, int]] | None) -> list[ItemResult]:
         ok = [hr for hr in results if hr.ok]
         outcomes = dict(zip((id(hr) for hr in ok), self.matcher.match_many([self.query_for(h) for h in ok])))
+        for hr in ok:  # videos: frame hits -> aligned segments (vigil.core.video)
+            if hr.video is not None:
+                outcomes[id(hr)] = videoops.merge_outcome(
+                    outcomes.get(id(hr)), videoops.match_video(self.video_index, hr.video))
         items = [
             ItemResult(path=hr.path, hashed=hr, outcome=outcomes.get(id(hr)), error=hr.error)
             for hr in results
@@ -220,8 +351,11 @@ class Vigil:
                     self._record(s, item, {"signals": [x.to_dict() for x in hr.signals]}, key)
         return items
 
-    @staticmethod
-    def _record(s: t.Any, item: ItemResult, signals: dict[str, t.Any],
+    def match_hashed(self, hr: HashResult, *, record: bool = True) -> ItemResult:
+        """Match content hashed already (the service hashes uploads outside its index lock)."""
+        return self._finish_files([hr], record=record, keys=None)[0]
+
+    def _record(self, s: t.Any, item: ItemResult, signals: dict[str, t.Any],
                 key: tuple[str, int, int] | None = None) -> None:
         sub = None
         if key is not None:
@@ -237,8 +371,12 @@ class Vigil:
         sub.seen_at = utcnow()
         if item.outcome:
             for h in item.outcome.matches + item.outcome.allowed:
-                sub.matches.append(Match(entry_id=h.entry_id, signal_type=h.signal_type,
-                                         distance=h.distance, variant=h.variant))
+                m = Match(entry_id=h.entry_id, signal_type=h.signal_type,
+                          distance=h.distance, variant=h.variant)
+                sub.matches.append(m)
+                s.add_all(videoops.segment_rows(m, h))  # a video hit's matched segments
+        if self.review_queue and item.outcome and item.outcome.matches:
+            review.queue_matches(s, sub, item, self.settings.data_dir)
 
     # -- scanning --------------------------------------------------------------------------
     def scan(self, root: Path, *, workers: int = 1, rescan: bool = False,

@@ -10,7 +10,12 @@ The cascade for one piece of content:
    distance is over *that bank's* threshold for the signal type, and reduced to the best hit per
    entry (exact before perceptual, then smallest distance, then the untransformed variant);
 4. a hit in an ``allow`` bank suppresses every ``block`` hit for the same content: allow banks hold
-   benign look-alikes that must never match.
+   benign look-alikes that must never match;
+5. the robust tier (:mod:`vigil.core.robust`: local features, geometric verification), for each
+   bank whose ``robust_mode`` is ``always``, or ``on-miss`` (the default) when steps 1-3 found
+   nothing in that bank; its hits have the variant ``robust`` (``robust+flip-x`` when found on the
+   mirrored picture), the distance ``100 - inliers`` and an ``evidence`` object; step 4 then runs
+   again over all hits.
 
 A hit's ``variant`` says under which edit it matched: ``original``, ``trimmed`` (the query had
 uniform borders), a dihedral edit (``flip-x``, ``rot90``, ...), or both (``trimmed+rot90``).
@@ -26,8 +31,10 @@ from sqlalchemy import select
 
 from vigil.core.banks import effective_thresholds
 from vigil.core.indexes import IndexSet
+from vigil.core.robust import RobustIndex, robust_mode
 from vigil.signals import Signal, registry
 from vigil.signals.pdq import LOW_QUALITY
+from vigil.signals.robust import OrbSignal
 from vigil.store.models import Bank, Entry, SignalRow
 
 __all__ = ["Hit", "MatchOutcome", "Matcher", "Query"]
@@ -44,9 +51,11 @@ class Hit:
     threshold: int
     labels: dict[str, t.Any]
     reference: str | None = None
+    #: why a robust hit matched (inliers, coverage, the matched region in the query); else None
+    evidence: dict[str, t.Any] | None = None
 
     def to_dict(self) -> dict[str, t.Any]:
-        return {
+        out = {
             "bank": self.bank,
             "entry_id": self.entry_id,
             "signal_type": self.signal_type,
@@ -55,6 +64,9 @@ class Hit:
             "variant": self.variant,
             "labels": self.labels,
         }
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+        return out
 
 
 @dataclasses.dataclass
@@ -81,6 +93,8 @@ class Query:
     pdq_variants: dict[str, str] | None = None
     pdq_quality: int | None = None
     trimmed: bool = False
+    #: local features of the picture (vigil.signals.robust.RobustAnalysis), for the robust tier
+    robust: t.Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +106,10 @@ class _Candidate:
 
 
 class Matcher:
-    def __init__(self, indexes: IndexSet) -> None:
+    def __init__(self, indexes: IndexSet, robust: RobustIndex | None = None) -> None:
         self.indexes = indexes
         self.store = indexes.store
+        self.robust = robust
 
     def _bank_thresholds(self) -> dict[int, tuple[Bank, dict[str, int]]]:
         with self.store.read() as s:
@@ -110,7 +125,39 @@ class Matcher:
         per_query = [self._candidates(q, radius) for q in queries]
         ids = sorted({c.signal_id for cands in per_query for c in cands})
         info = self._resolve(ids)
-        return [self._decide(cands, info, banks) for cands in per_query]
+        outcomes = [self._decide(cands, info, banks) for cands in per_query]
+        if self.robust is not None and len(self.robust):
+            for i, q in enumerate(queries):
+                if q.robust is not None:
+                    outcomes[i] = self._robust_tier(q, per_query[i], outcomes[i], info, banks)
+        return outcomes
+
+    def _robust_tier(self, q: Query, cands: list[_Candidate], outcome: MatchOutcome,
+                     info: dict[int, tuple[t.Any, ...]],
+                     banks: dict[int, tuple[Bank, dict[str, int]]]) -> MatchOutcome:
+        """Step 5 of the cascade: local features, for the banks whose mode asks for it (``always``,
+        or ``on-miss`` when the cheap tiers found nothing in that bank)."""
+        if self.robust is None:
+            return outcome
+        cheap = {h.bank for h in outcome.matches + outcome.allowed + outcome.suppressed}
+        eligible = {
+            bid for bid, (b, _) in banks.items()
+            if (mode := robust_mode(b)) == "always" or (mode == "on-miss" and b.name not in cheap)
+        }
+        if not eligible:
+            return outcome
+        limit = max(banks[b][1].get(OrbSignal.name, 0) for b in eligible)
+        found = self.robust.search(q.robust.query, q.robust.mirrored, max_distance=limit)
+        if not found:
+            return outcome
+        info.update(self._resolve(sorted({c.signal_id for c in found} - set(info))))
+        extra = [
+            _Candidate(c.signal_id, OrbSignal.name, c.distance, c.variant)
+            for c in found
+            if c.signal_id in info and info[c.signal_id][1] in eligible
+        ]
+        evidence = {c.signal_id: c.evidence for c in found}
+        return self._decide(cands + extra, info, banks, evidence)
 
     def _candidates(self, q: Query, radius: dict[str, int]) -> list[_Candidate]:
         out: list[_Candidate] = []
@@ -162,6 +209,7 @@ class Matcher:
         cands: list[_Candidate],
         info: dict[int, tuple[t.Any, ...]],
         banks: dict[int, tuple[Bank, dict[str, int]]],
+        evidence: dict[int, dict[str, t.Any]] | None = None,
     ) -> MatchOutcome:
         best: dict[int, tuple[tuple[int, int, int], Hit]] = {}
         for c in cands:
@@ -174,10 +222,13 @@ class Matcher:
             limit = thresholds.get(c.signal_type, 0)
             if c.distance > limit:
                 continue
-            exact = registry.get(c.signal_type).distance_kind == "exact"
-            rank = (0 if exact else 1, c.distance, 0 if c.variant in ("original", "trimmed") else 1)
+            robust = c.variant.startswith("robust")
+            exact = registry.get(c.signal_type).distance_kind == "exact" and not robust
+            rank = (0 if exact else 2 if robust else 1, c.distance,
+                    0 if c.variant in ("original", "trimmed") else 1)
             hit = Hit(bank.name, bank.kind, eid, c.signal_type, int(c.distance), c.variant,
-                      limit, dict(labels or {}), reference)
+                      limit, dict(labels or {}), reference,
+                      (evidence or {}).get(c.signal_id) if robust else None)
             if eid not in best or rank < best[eid][0]:
                 best[eid] = (rank, hit)
         hits = [h for _, h in sorted(best.values(), key=lambda x: (x[0], x[1].entry_id))]

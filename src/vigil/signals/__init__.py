@@ -16,6 +16,7 @@ from vigil.errors import UnknownSignalType, UsageError
 from vigil.signals.base import FileHasher, ImageHasher, Signal, SignalType
 from vigil.signals.hashes import Md5Signal, Sha256Signal
 from vigil.signals.pdq import PdqSignal
+from vigil.signals.robust import OrbSignal
 
 __all__ = [
     "BUILTIN_SIGNAL_TYPES",
@@ -29,7 +30,9 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "vigil.signal_types"
-BUILTIN_SIGNAL_TYPES: tuple[type[SignalType], ...] = (Md5Signal, Sha256Signal, PdqSignal)
+BUILTIN_SIGNAL_TYPES: tuple[type[SignalType], ...] = (
+    Md5Signal, Sha256Signal, PdqSignal, OrbSignal
+)
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 

@@ -82,6 +82,8 @@ class Bank(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     #: per signal type match threshold, e.g. {"pdq": 31}; missing types use the type's default
     thresholds: Mapped[dict[str, t.Any]] = mapped_column(JSON, default=dict)
+    #: robust tier for this bank: always | on-miss | off; None = the default (vigil.core.robust)
+    robust_mode: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -168,4 +170,4 @@ class Match(Base):
 
 # Feature models live in their own modules (one per feature area) and register on the same
 # metadata; importing them here makes Alembic and the tests see the whole schema.
-from vigil.store import service_models, video_models  # noqa: E402,F401
+from vigil.store import robust_models, service_models, video_models  # noqa: E402,F401

@@ -1,0 +1,137 @@
+"""Asynchronous jobs: work too large for one request (big uploads now, video hashing later).
+
+Shape: a ``jobs`` row (``id``, ``kind``, ``status`` queued -> running -> done | failed, ``params``,
+``result``, ``error``, timestamps). :func:`submit` writes the row and returns at once; the client
+polls ``GET /api/v1/jobs/{id}``. A :class:`JobRunner` thread in the service process claims queued
+jobs one at a time with a conditional update (so two runners never take the same job) and calls
+the handler registered for the job's kind. A handler takes the params and returns a JSON-able
+result or raises a :class:`~vigil.errors.VigilError`, which becomes the job's ``error``.
+
+On start the runner puts back jobs left ``running`` by a process that died, so nothing is lost.
+The video work registers its own kinds with :meth:`JobRunner.register`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import typing as t
+import uuid
+
+from sqlalchemy import CursorResult, select, update
+
+from vigil.core import audit
+from vigil.errors import NotFound, UsageError, VigilError
+from vigil.store.db import Store
+from vigil.store.models import utcnow
+from vigil.store.service_models import Job
+
+__all__ = ["Handler", "JobRunner", "get", "job_dict", "submit"]
+
+log = logging.getLogger(__name__)
+Handler = t.Callable[[dict[str, t.Any]], dict[str, t.Any]]
+
+
+def _iso(v: dt.datetime | None) -> str | None:
+    return None if v is None else audit._ts(v) + "Z"
+
+
+def job_dict(j: Job) -> dict[str, t.Any]:
+    return {"id": j.id, "kind": j.kind, "status": j.status, "result": j.result, "error": j.error,
+            "created_by": j.created_by, "created_at": _iso(j.created_at),
+            "started_at": _iso(j.started_at), "finished_at": _iso(j.finished_at)}
+
+
+def submit(store: Store, kind: str, params: dict[str, t.Any], created_by: str = "") -> dict[str, t.Any]:
+    with store.transaction() as s:
+        j = Job(id=uuid.uuid4().hex, kind=kind, status="queued", params=params,
+                created_by=created_by)
+        s.add(j)
+        s.flush()
+        return job_dict(j)
+
+
+def get(store: Store, job_id: str) -> dict[str, t.Any]:
+    with store.read() as s:
+        j = s.get(Job, job_id)
+        if j is None:
+            raise NotFound(f"no job {job_id}", job=job_id)
+        return job_dict(j)
+
+
+class JobRunner:
+    def __init__(self, store: Store, interval_s: float = 0.5) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.handlers: dict[str, Handler] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, kind: str, handler: Handler) -> None:
+        if kind in self.handlers:
+            raise UsageError(f"a handler for job kind {kind!r} is already registered")
+        self.handlers[kind] = handler
+
+    def start(self) -> None:
+        with self.store.transaction() as s:  # recover jobs of a process that died mid-job
+            s.execute(update(Job).where(Job.status == "running").values(status="queued"))
+        self._thread = threading.Thread(target=self._run, name="vigil-jobs", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def run_once(self) -> bool:
+        """Claim and run one queued job; False when there was none."""
+        with self.store.read() as s:
+            job_id = s.scalar(select(Job.id).where(Job.status == "queued")
+                              .order_by(Job.created_at).limit(1))
+        if job_id is None:
+            return False
+        with self.store.transaction() as s:
+            won = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                            .values(status="running", started_at=utcnow()))
+            won_rows = t.cast(CursorResult[t.Any], won).rowcount
+        if won_rows != 1:
+            return True  # someone else took it
+        with self.store.read() as s:
+            j = s.get(Job, job_id)
+            assert j is not None
+            kind, params = j.kind, dict(j.params or {})
+        result: dict[str, t.Any] | None = None
+        error: dict[str, t.Any] | None = None
+        handler = self.handlers.get(kind)
+        try:
+            if handler is None:
+                raise UsageError(f"no handler for job kind {kind!r}")
+            result = handler(params)
+        except VigilError as exc:
+            error = exc.to_dict()
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}", "details": {}}
+        with self.store.transaction() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(
+                status="failed" if error else "done", result=result, error=error,
+                finished_at=utcnow()))
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while not self._stop.is_set() and self.run_once():
+                    pass
+            except VigilError as exc:
+                log.warning("job round failed: %s", exc.message)
+            except Exception:
+                log.exception("job round failed")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()

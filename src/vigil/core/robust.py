@@ -1,0 +1,443 @@
+"""The robust tier: local-feature retrieval, then geometric verification, for what PDQ missed.
+
+Flow for one query picture (its ORB features come from :mod:`vigil.signals.robust`):
+
+1. **retrieve**: the query's descriptors vote, through :class:`~vigil.index.local.LocalFeatureIndex`,
+   for the banked ``orb`` signals whose descriptors are nearest; the ``CANDIDATES`` ids with most
+   votes go on;
+2. **verify** each candidate (:func:`verify`): descriptor matches with Lowe's ratio test, then a
+   RANSAC homography from the reference into the query. The transform must be plausible (no
+   mirror, bounded scale and shear, a convex projected outline), and the inliers must *cover* at
+   least ``MIN_COVERAGE`` of the reference's area (the convex hull of the inlier keypoints): a
+   logo, a flag or a caption shared by two different pictures gives many inliers in a small area
+   and is rejected here. The score is the inlier count; the distance reported is
+   ``100 - min(inliers, 100)`` so that, as for every signal type, smaller is closer and a bank's
+   threshold is an upper bound (``orb=85`` requires 15 inliers);
+3. **mirror**: if nothing verified, the mirrored query is tried the same way (ORB descriptors are
+   not mirror-invariant); a hit found so has the variant ``robust+flip-x``;
+4. **evidence**: inliers, covered share of the reference, retrieval votes, and the reference's
+   outline projected into the query (a quadrilateral in the query's pixel coordinates: where the
+   embedded picture is, for a picture-in-picture or a screenshot).
+
+:class:`RobustIndex` keeps the feature index equal to the store exactly as
+:class:`~vigil.core.indexes.IndexSet` does for the other types: a versioned file with the
+``last_seq`` it includes, rebuilt when stale, and the change-log rows of type ``orb`` replayed
+(on load, and right after every committed change in this process).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import typing as t
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from vigil.errors import IndexFileError, InvalidSignal
+from vigil.index.local import LocalFeatureIndex, read_local_index, write_local_index
+from vigil.signals.robust import LocalFeatures, OrbSignal, payload_digest, unpack_payload
+from vigil.store.db import Store
+from vigil.store.models import Entry, IndexLog, SignalRow
+from vigil.store.robust_models import RobustPayload
+
+__all__ = [
+    "MODES",
+    "RobustCandidate",
+    "RobustIndex",
+    "draw_explanation",
+    "import_payloads",
+    "robust_mode",
+    "store_payloads",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+MODES = ("always", "on-miss", "off")
+DEFAULT_MODE = "on-miss"
+CANDIDATES = 5
+VOTE_SHARE = 0.25
+RATIO = 0.8
+RANSAC_PX = 6.0
+MIN_INLIERS = 8  # below this no result is reported at all; banks decide with their threshold
+MIN_COVERAGE = 0.3
+REPLAY_OVERLAP = 1000
+SAVE_AFTER = 1000
+CACHE = 4096
+
+
+def robust_mode(bank: t.Any) -> str:
+    """A bank's robust mode: its own setting, else the default (on-miss, for every kind)."""
+    mode = getattr(bank, "robust_mode", None)
+    return mode if mode in MODES else DEFAULT_MODE
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    inliers: int
+    coverage: float
+    #: reference corners projected into the query, in the query's source pixels (4 x [x, y])
+    quad: list[list[float]]
+    homography: np.ndarray
+    #: (reference xy, query xy) of each inlier, in each picture's feature coordinates
+    pairs: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def distance(self) -> int:
+        return 100 - min(self.inliers, 100)
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustCandidate:
+    signal_id: int
+    distance: int
+    variant: str
+    evidence: dict[str, t.Any]
+
+
+def _hull_area(pts: np.ndarray) -> float:
+    import cv2
+
+    if len(pts) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(pts.astype(np.float32))))
+
+
+def _plausible(h: np.ndarray, quad: np.ndarray) -> bool:
+    import cv2
+
+    if not np.all(np.isfinite(h)):
+        return False
+    a = h[:2, :2] / h[2, 2]
+    det = float(np.linalg.det(a))
+    if det <= 0:  # a mirror: the mirrored query is tried on its own
+        return False
+    if not 0.01 < det < 100:  # area scale between 1/100 and 100
+        return False
+    sv = np.linalg.svd(a, compute_uv=False)
+    if sv[1] <= 0 or sv[0] / sv[1] > 4:  # strong shear or anisotropic squash
+        return False
+    if abs(h[2, 0]) + abs(h[2, 1]) > 0.004 * abs(h[2, 2]):  # strong perspective
+        return False
+    return bool(cv2.isContourConvex(quad.astype(np.float32).reshape(-1, 1, 2)))
+
+
+def verify(query: LocalFeatures, ref: LocalFeatures, *, min_coverage: float = MIN_COVERAGE) -> Verified | None:
+    """Geometric verification of ``ref`` (a banked payload) inside ``query``; None if it fails."""
+    import cv2
+
+    if len(query) < 4 or len(ref) < 4:
+        return None
+    bf = cv2.BFMatcher(cv2.NORM_HAMMING)
+    knn = bf.knnMatch(query.desc, ref.desc, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if len(good) < MIN_INLIERS:
+        return None
+    # one query keypoint per reference keypoint (the closest), so repeated texture cannot inflate
+    best: dict[int, t.Any] = {}
+    for m in good:
+        if m.trainIdx not in best or m.distance < best[m.trainIdx].distance:
+            best[m.trainIdx] = m
+    good = list(best.values())
+    if len(good) < MIN_INLIERS:
+        return None
+    src = ref.xy[[m.trainIdx for m in good]]
+    dst = query.xy[[m.queryIdx for m in good]]
+    try:
+        # RANSAC over a similarity first: 2-point samples need few iterations even when most
+        # matches are wrong (the usual case for a candidate that is not the picture), where a
+        # homography's 4-point RANSAC would run to its iteration cap. The homography is then fit
+        # on the similarity's inliers, where nearly every match is right.
+        sim, smask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                                 ransacReprojThreshold=RANSAC_PX * 1.5,
+                                                 maxIters=400, confidence=0.99)
+        if sim is None or smask is None or int(smask.sum()) < MIN_INLIERS:
+            return None
+        keep = smask.ravel().astype(bool)
+        h, mask = cv2.findHomography(src[keep], dst[keep], cv2.RANSAC, RANSAC_PX, maxIters=200,
+                                     confidence=0.995)
+    except cv2.error:
+        return None
+    if h is None or mask is None:
+        return None
+    src, dst = src[keep], dst[keep]
+    inl = mask.ravel().astype(bool)
+    n = int(inl.sum())
+    if n < MIN_INLIERS:
+        return None
+    rows, cols = ref.size
+    corners = np.array([[0, 0], [cols, 0], [cols, rows], [0, rows]], np.float32).reshape(-1, 1, 2)
+    quad = cv2.perspectiveTransform(corners, h).reshape(4, 2)
+    if not _plausible(h, quad):
+        return None
+    # Coverage is measured against the hull of all the reference's keypoints, not its frame: an
+    # object on a plain background has keypoints only on the object, and that is all of it.
+    coverage = _hull_area(src[inl]) / max(_hull_area(ref.xy), 0.05 * rows * cols, 1.0)
+    if coverage < min_coverage:
+        return None
+    return Verified(n, round(coverage, 3), (quad * query.scale).round(1).tolist(), h,
+                    (src[inl], dst[inl]))
+
+
+def _evidence(v: Verified) -> dict[str, t.Any]:
+    return {"inliers": v.inliers, "coverage": v.coverage, "region": v.quad}
+
+
+# -- payloads in the store ---------------------------------------------------------------------
+def store_payloads(s: t.Any, payloads: t.Mapping[str, bytes]) -> None:
+    """Insert payloads not yet stored (content-addressed: the same payload is stored once)."""
+    if not payloads:
+        return
+    have = set(s.scalars(select(RobustPayload.digest).where(RobustPayload.digest.in_(list(payloads)))))
+    for digest, data in payloads.items():
+        if digest not in have:
+            if payload_digest(data) != digest:
+                raise InvalidSignal(f"orb payload does not match its digest {digest}")
+            s.add(RobustPayload(digest=digest, data=data))
+    s.flush()
+
+
+def import_payloads(s: t.Any, blobs: t.Iterable[bytes]) -> int:
+    """Store payloads received from a partner (each checked by unpacking); returns how many."""
+    todo = {}
+    for b in blobs:
+        unpack_payload(b)
+        todo[payload_digest(b)] = b
+    store_payloads(s, todo)
+    return len(todo)
+
+
+class RobustIndex:
+    """The feature index of every enabled, indexable ``orb`` signal, kept in step with the store."""
+
+    def __init__(self, store: Store, index_dir: Path) -> None:
+        self.store = store
+        self.path = index_dir / "orb.local.vlfx"
+        self.index = LocalFeatureIndex()
+        self.last_seq = 0
+        self.rebuilt = False
+        self._cache: collections.OrderedDict[int, LocalFeatures] = collections.OrderedDict()
+
+    # -- loading and staying current ---------------------------------------------------------
+    def _head_seq(self) -> int:
+        with self.store.read() as s:
+            return int(s.scalar(select(func.max(IndexLog.seq))) or 0)
+
+    def load(self) -> RobustIndex:
+        head = self._head_seq()
+        self.rebuilt = False
+        try:
+            if not self.path.exists():
+                raise IndexFileError(f"{self.path}: missing")
+            header, index = read_local_index(self.path)
+            if header.get("store_id") != self.store.store_id:
+                raise IndexFileError(f"{self.path}: built from another store")
+            if int(header["last_seq"]) > head:
+                raise IndexFileError(f"{self.path}: ahead of the store's change log")
+            self.index, self.last_seq = index, int(header["last_seq"])
+        except IndexFileError as exc:
+            if self.path.exists():
+                log.warning("rebuilding the orb index: %s", exc.message)
+            self.index, self.last_seq, self.rebuilt = LocalFeatureIndex(), head, True
+            self._add_ids(None)
+        replayed = self.catch_up()
+        if self.rebuilt or replayed >= SAVE_AFTER:
+            self.save()
+        return self
+
+    def _rows(self, s: t.Any, ids: list[int] | None) -> t.Any:
+        stmt = (
+            select(SignalRow.id, SignalRow.quality, RobustPayload.data)
+            .join(Entry, Entry.id == SignalRow.entry_id)
+            .join(RobustPayload, RobustPayload.digest == SignalRow.value)
+            .where(SignalRow.type == OrbSignal.name, Entry.enabled.is_(True))
+        )
+        if ids is not None:
+            stmt = stmt.where(SignalRow.id.in_(ids))
+        return s.execute(stmt.execution_options(yield_per=5000))
+
+    def _add_ids(self, ids: list[int] | None) -> None:
+        chunks = [None] if ids is None else [ids[i : i + 5000] for i in range(0, len(ids), 5000)]
+        with self.store.read() as s:
+            for chunk in chunks:
+                for part in self._rows(s, chunk).partitions():
+                    self._add_payloads([(r.id, r.quality, r.data) for r in part])
+
+    def _add_payloads(self, rows: t.Sequence[tuple[int, int | None, bytes]]) -> None:
+        id_parts, code_parts = [], []
+        for sid, _quality, data in rows:
+            f = unpack_payload(data)
+            if len(f) < 1 or not OrbSignal.indexable(_sig(len(f))):
+                continue
+            id_parts.append(np.full(len(f), sid, np.int64))
+            code_parts.append(f.desc)
+        if id_parts:
+            self.index.add(np.concatenate(id_parts), np.concatenate(code_parts))
+
+    def catch_up(self) -> int:
+        with self.store.read() as s:
+            rows = s.execute(
+                select(IndexLog.seq, IndexLog.signal_id, IndexLog.signal_type, IndexLog.op)
+                .where(IndexLog.seq > self.last_seq - REPLAY_OVERLAP,
+                       IndexLog.signal_type == OrbSignal.name)
+                .order_by(IndexLog.seq)
+            ).all()
+        if not rows:
+            return 0
+        new = sum(1 for r in rows if r.seq > self.last_seq)
+        self.apply(rows)
+        self.last_seq = max(self.last_seq, rows[-1].seq)
+        return new
+
+    def apply(self, rows: t.Iterable[t.Any]) -> None:
+        """Apply change-log rows (signal_id, signal_type, op), in order; others types ignored."""
+        ops: dict[int, str] = {}
+        for r in rows:
+            if r.signal_type == OrbSignal.name:
+                ops[int(r.signal_id)] = r.op
+        if not ops:
+            return
+        self.index.remove(np.fromiter(ops, np.int64, len(ops)))
+        for sid in ops:
+            self._cache.pop(sid, None)
+        self._add_ids([i for i, op in ops.items() if op == "add"])
+
+    def save(self) -> None:
+        write_local_index(self.path, {"signal_type": OrbSignal.name, "kind": self.index.kind,
+                                      "last_seq": self.last_seq, "store_id": self.store.store_id},
+                          self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # -- matching --------------------------------------------------------------------------
+    def payloads(self, ids: t.Sequence[int]) -> dict[int, LocalFeatures]:
+        out: dict[int, LocalFeatures] = {}
+        missing = []
+        for i in ids:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+                out[i] = self._cache[i]
+            else:
+                missing.append(i)
+        if missing:
+            with self.store.read() as s:
+                for r in self._rows(s, missing):
+                    out[r.id] = self._cache[r.id] = unpack_payload(r.data)
+            while len(self._cache) > CACHE:
+                self._cache.popitem(last=False)
+        return out
+
+    def search(self, query: LocalFeatures, mirrored: t.Callable[[], LocalFeatures] | None = None,
+               *, max_distance: int = 100) -> list[RobustCandidate]:
+        """Verified candidates for one query (mirrored query tried only when nothing verified)."""
+        found = self._search_one(query, "robust", max_distance)
+        if not found and mirrored is not None and len(self):
+            found = self._search_one(mirrored(), "robust+flip-x", max_distance)
+        return found
+
+    def _search_one(self, q: LocalFeatures, variant: str, max_distance: int) -> list[RobustCandidate]:
+        if len(q) < 4:
+            return []
+        votes = self.index.vote(q.desc, top=CANDIDATES)
+        if not votes:
+            return []
+        # candidates far behind the leader are chance agreement; verifying them costs ~10 ms each
+        votes = [(i, n) for i, n in votes if n >= VOTE_SHARE * votes[0][1]]
+        refs = self.payloads([i for i, _ in votes])
+        out = []
+        for sid, nv in votes:
+            ref = refs.get(sid)
+            if ref is None:
+                continue
+            v = verify(q, ref)
+            if v is not None and v.distance <= max_distance:
+                ev = {**_evidence(v), "votes": nv}
+                if variant.endswith("flip-x"):  # the region is in the mirrored query: map back
+                    w = q.size[1] * q.scale
+                    ev["region"] = [[round(w - x, 1), y] for x, y in ev["region"]]
+                out.append(RobustCandidate(sid, v.distance, variant, ev))
+        return out
+
+
+def _sig(n: int) -> t.Any:
+    from vigil.signals import Signal
+
+    return Signal(OrbSignal.name, "0" * 32, n)
+
+
+# -- explanation drawing -------------------------------------------------------------------------
+def draw_explanation(query_grey: np.ndarray, query: LocalFeatures, ref: LocalFeatures,
+                     out: Path, ref_grey: np.ndarray | None = None) -> Verified | None:
+    """Draw the matched region (the reference's outline in the query) and the inlier
+    correspondences into a PNG at ``out``; returns the verification, None when it fails."""
+    import cv2
+
+    v = verify(query, ref)
+    if v is None:
+        return None
+    qh, qw = query_grey.shape[:2]
+    rh, rw = ref.size
+    left = ref_grey if ref_grey is not None else np.full((rh, rw), 235, np.uint8)
+    left = cv2.resize(left, (rw, rh)) if left.shape[:2] != (rh, rw) else left
+    h = max(qh, rh)
+    canvas = np.full((h, rw + 10 + qw, 3), 255, np.uint8)
+    canvas[:rh, :rw] = cv2.cvtColor(left, cv2.COLOR_GRAY2BGR)
+    canvas[:qh, rw + 10 :] = cv2.cvtColor(query_grey, cv2.COLOR_GRAY2BGR)
+    quad = (np.array(v.quad, np.float32) / query.scale + [rw + 10, 0]).astype(np.int32)
+    cv2.polylines(canvas, [quad.reshape(-1, 1, 2)], True, (0, 0, 255), 2)
+    cv2.rectangle(canvas, (0, 0), (rw - 1, rh - 1), (0, 160, 0), 2)
+    src, dst = v.pairs
+    for (x0, y0), (x1, y1) in zip(src[:80], dst[:80]):
+        p0 = (int(x0), int(y0))
+        p1 = (int(x1) + rw + 10, int(y1))
+        cv2.line(canvas, p0, p1, (0, 200, 255), 1)
+        cv2.circle(canvas, p0, 2, (0, 160, 0), -1)
+        cv2.circle(canvas, p1, 2, (0, 0, 255), -1)
+    cv2.putText(canvas, f"inliers {v.inliers}  coverage {v.coverage:.2f}", (8, h - 10),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), canvas):
+        raise OSError(f"{out}: cannot write the overlay")
+    return v
+
+
+def explain_file(vigil: t.Any, path: Path, out: Path) -> dict[str, t.Any]:
+    """Match ``path`` (not recorded) and draw why its best hit matched into ``out`` (PNG):
+    the reference's keypoints (banks hold no media, so the reference is drawn as its keypoint
+    frame), the matched region in the query and the inlier correspondences. Returns the match
+    result with an ``explained`` object (entry, inliers, coverage, overlay path) or, when no
+    banked local features verify, ``explained: null``."""
+    from vigil.core.hashing import hash_file
+    from vigil.errors import MediaError
+
+    item = vigil.match_file(path, record=False)
+    result = item.to_dict()
+    result["explained"] = None
+    hits = item.outcome.matches + item.outcome.allowed if item.outcome else []
+    hr = hash_file(path, vigil.settings.limits)
+    if hr.error:
+        raise hr.error
+    if hr.robust is None:
+        raise MediaError(f"{path}: no local features (not an image, or too small)", path=str(path))
+    robust = vigil.robust
+    with vigil.store.read() as s:
+        for hit in hits:
+            sid = s.scalar(select(SignalRow.id).where(SignalRow.entry_id == hit.entry_id,
+                                                     SignalRow.type == OrbSignal.name))
+            ref = robust.payloads([sid]).get(sid) if sid is not None else None
+            if ref is None:
+                continue
+            for name, q, grey in (("robust", hr.robust.query, hr.robust.grey),
+                                  ("robust+flip-x", None, hr.robust.grey[:, ::-1])):
+                q = q if q is not None else hr.robust.mirrored()
+                v = draw_explanation(np.ascontiguousarray(grey), q, ref, out)
+                if v is not None:
+                    result["explained"] = {"entry_id": hit.entry_id, "bank": hit.bank,
+                                           "variant": name, "inliers": v.inliers,
+                                           "coverage": v.coverage, "overlay": str(out)}
+                    return result
+    return result

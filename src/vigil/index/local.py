@@ -1,0 +1,230 @@
+"""Candidate retrieval for local features: FAISS binary inverted lists, with our int64 ids.
+
+Every banked picture contributes up to 256 ORB descriptors, all stored under the id of its ``orb``
+signal row; a query's descriptors each find their nearest banked descriptors and vote for the ids
+they belong to (:meth:`LocalFeatureIndex.vote`). The few ids with most votes go on to geometric
+verification (:mod:`vigil.core.robust`), so retrieval needs recall, not precision.
+
+Growth: below ``FLAT_LIMIT`` descriptors the index is ``IndexBinaryFlat`` (exact, linear, and at
+that size faster than anything else). Above it the descriptors move into ``IndexBinaryIVF`` with
+``nlist ~ sqrt(n)`` lists whose centroids are descriptors sampled evenly from the data (no k-means:
+training would cost minutes at 25M descriptors and must be reproducible), searched with
+``nprobe`` lists. A query then scans ``nlist + nprobe * n / nlist ~ O(sqrt n)`` codes: sublinear
+growth. When the count has grown (or shrunk) 4-fold since the lists were chosen, they are chosen
+again. Adds and removes are plain set operations on ids, as for the other indexes.
+
+On disk (never pickle), a versioned layout like :mod:`vigil.index.base`::
+
+    b"VIGILLFX" u32 version (1) u32 H, H bytes JSON header (count, nlist, last_seq, store_id, ...)
+    nlist * 32    centroids (nlist is 0 for a flat index)
+    count * 8     ids, little-endian int64
+    count * 32    descriptors
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import typing as t
+from pathlib import Path
+
+import numpy as np
+
+from vigil.errors import IndexFileError, UsageError
+
+__all__ = ["FLAT_LIMIT", "LocalFeatureIndex", "read_local_index", "write_local_index"]
+
+MAGIC = b"VIGILLFX"
+FORMAT_VERSION = 1
+CODE = 32
+FLAT_LIMIT = 200_000
+NPROBE = 12
+MAX_NLIST = 4096
+
+
+def _nlist_for(n: int) -> int:
+    if n < FLAT_LIMIT:
+        return 0
+    return int(min(MAX_NLIST, 2 ** round(np.log2(np.sqrt(n)))))
+
+
+class LocalFeatureIndex:
+    kind: t.ClassVar[str] = "local-ivf"
+
+    def __init__(self, nprobe: int = NPROBE) -> None:
+        import faiss
+
+        self._faiss = faiss
+        self.nprobe = nprobe
+        self.nlist = 0
+        self._built_at = 0
+        self._new_flat()
+
+    # -- structure -------------------------------------------------------------------------
+    def _new_flat(self) -> None:
+        faiss = self._faiss
+        self._quant: t.Any = None
+        self._flat: t.Any = faiss.IndexBinaryFlat(CODE * 8)
+        self._index: t.Any = faiss.IndexBinaryIDMap2(self._flat)
+        self.nlist = 0
+
+    def _new_ivf(self, centroids: np.ndarray) -> None:
+        faiss = self._faiss
+        self._quant = faiss.IndexBinaryFlat(CODE * 8)
+        self._quant.add(np.ascontiguousarray(centroids, np.uint8))
+        ivf = faiss.IndexBinaryIVF(self._quant, CODE * 8, len(centroids))
+        ivf.is_trained = True
+        ivf.nprobe = self.nprobe
+        self._flat = None
+        self._index = ivf
+        self.nlist = len(centroids)
+
+    def centroids(self) -> np.ndarray:
+        if self._quant is None:
+            return np.zeros((0, CODE), np.uint8)
+        return self._faiss.vector_to_array(self._quant.xb).reshape(-1, CODE)
+
+    def _rebalance(self) -> None:
+        """Choose the lists again for the current size (see the module docstring)."""
+        ids, codes = self.export()
+        target = _nlist_for(len(ids))
+        if target == 0:
+            self._new_flat()
+        else:
+            step = len(codes) / target
+            pick = (np.arange(target) * step).astype(np.int64)
+            self._new_ivf(codes[pick])
+        if len(ids):
+            self._index.add_with_ids(np.ascontiguousarray(codes), ids)
+        self._built_at = len(ids)
+
+    def _maybe_rebalance(self) -> None:
+        n = len(self)
+        target = _nlist_for(n)
+        if target == self.nlist:
+            return
+        if self.nlist == 0 or n > 4 * self._built_at or n * 4 < self._built_at:
+            self._rebalance()
+
+    # -- contract --------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Add descriptors; ``ids[i]`` is the signal id descriptor ``codes[i]`` belongs to."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1, CODE)
+        if len(ids) != len(codes):
+            raise UsageError("ids and codes differ in length")
+        if len(ids):
+            self._index.add_with_ids(codes, ids)
+            self._maybe_rebalance()
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) and len(self):
+            sel = self._faiss.IDSelectorBatch(len(ids), self._faiss.swig_ptr(ids))
+            self._index.remove_ids(sel)
+
+    def vote(self, codes: np.ndarray, *, k: int = 6, max_distance: int = 64,
+             top: int = 8, min_votes: int = 5) -> list[tuple[int, int]]:
+        """Ids with the most query descriptors among their ``k`` nearest within
+        ``max_distance`` bits: [(id, votes)], most votes first, at most ``top``."""
+        q = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE)
+        if len(self) == 0 or len(q) == 0:
+            return []
+        dist, labels = self._index.search(q, k)
+        ok = (dist <= max_distance) & (labels >= 0)
+        rows = np.nonzero(ok)[0]
+        # one vote per (query descriptor, id): several banked descriptors of one picture near
+        # one query descriptor are one piece of evidence, not several
+        pairs = np.unique(np.stack([rows, labels[ok]], 1), axis=0)
+        if not len(pairs):
+            return []
+        uid, counts = np.unique(pairs[:, 1], return_counts=True)
+        order = np.lexsort((uid, -counts))[:top]
+        return [(int(uid[i]), int(counts[i])) for i in order if counts[i] >= min_votes]
+
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        faiss = self._faiss
+        if self.nlist == 0:
+            n = self._index.ntotal
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            codes = faiss.vector_to_array(self._flat.xb).reshape(n, CODE)
+            return ids, codes
+        inv = self._index.invlists
+        id_parts, code_parts = [], []
+        for li in range(self.nlist):
+            size = inv.list_size(li)
+            if not size:
+                continue
+            id_parts.append(faiss.rev_swig_ptr(inv.get_ids(li), size).copy())
+            code_parts.append(
+                faiss.rev_swig_ptr(inv.get_codes(li), size * CODE).copy().reshape(size, CODE)
+            )
+        if not id_parts:
+            return np.zeros(0, np.int64), np.zeros((0, CODE), np.uint8)
+        return np.concatenate(id_parts).astype(np.int64), np.concatenate(code_parts)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def memory_bytes(self) -> int:
+        """Bytes held per descriptor (code + id) plus the centroids."""
+        return len(self) * (CODE + 8) + self.nlist * CODE
+
+    # -- files -----------------------------------------------------------------------------
+    def load_arrays(self, centroids: np.ndarray, ids: np.ndarray, codes: np.ndarray) -> None:
+        if len(centroids):
+            self._new_ivf(centroids)
+        else:
+            self._new_flat()
+        if len(ids):
+            self._index.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids))
+        self._built_at = len(ids)
+
+
+def write_local_index(path: Path, header: dict[str, t.Any], index: LocalFeatureIndex) -> None:
+    """Write atomically: temp file in the same folder, fsync, rename."""
+    ids, codes = index.export()
+    cents = index.centroids()
+    head = json.dumps({**header, "count": len(ids), "nlist": len(cents), "code_size": CODE},
+                      sort_keys=True).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with tmp.open("wb") as fh:
+        fh.write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head)
+        fh.write(np.ascontiguousarray(cents, np.uint8).tobytes())
+        fh.write(np.ascontiguousarray(ids, "<i8").tobytes())
+        fh.write(np.ascontiguousarray(codes, np.uint8).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_local_index(path: Path, nprobe: int = NPROBE) -> tuple[dict[str, t.Any], LocalFeatureIndex]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IndexFileError(f"{path}: cannot read index file: {exc}", path=str(path)) from exc
+    if data[:8] != MAGIC:
+        raise IndexFileError(f"{path}: not a Vigil local-feature index", path=str(path))
+    version, hlen = struct.unpack_from("<II", data, 8)
+    if version != FORMAT_VERSION:
+        raise IndexFileError(
+            f"{path}: local index format version {version}, this Vigil reads {FORMAT_VERSION}",
+            path=str(path), version=version,
+        )
+    try:
+        header = json.loads(data[16 : 16 + hlen])
+        count, nlist = int(header["count"]), int(header["nlist"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexFileError(f"{path}: corrupt index header", path=str(path)) from exc
+    start = 16 + hlen
+    if len(data) != start + nlist * CODE + count * (8 + CODE):
+        raise IndexFileError(f"{path}: index file truncated or padded", path=str(path))
+    cents = np.frombuffer(data, np.uint8, nlist * CODE, start).reshape(nlist, CODE)
+    start += nlist * CODE
+    ids = np.frombuffer(data, "<i8", count, start).astype(np.int64)
+    codes = np.frombuffer(data, np.uint8, count * CODE, start + count * 8).reshape(count, CODE)
+    index = LocalFeatureIndex(nprobe)
+    index.load_arrays(cents, ids, codes)
+    return header, index

@@ -1,0 +1,490 @@
+"""Safe video decoding: limits first, then a cheap decode that yields only the frames we hash.
+
+Flow: recognise a video container by its bytes (never the extension, :func:`looks_like_video`)
+→ open it with PyAV (FFmpeg) with bounded probing → pick the first video stream (none: an
+audio-only file is :class:`~vigil.errors.UnsupportedMedia`) → check the declared size and duration
+against :class:`VideoLimits` before any frame is decoded → demux packet by packet and decode, with
+a wall-clock deadline checked between packets → yield sampled frames: one every ``1/rate`` seconds
+of presentation time (timestamps, not frame counts, so variable-frame-rate files are sampled
+correctly) plus the first frame after each hard cut (scene-change frames, which give segment
+boundaries to the frame instead of to the sampling interval) → :func:`hash_video` trims each
+frame's bars (:func:`_trim`) and hashes it (:func:`vigil.signals.vpdq.hash_frames`).
+
+Two rates. A bank keeps about one frame a second (``VideoLimits.rate``; the storage budget is 64
+bytes per second of video). A query is hashed at ``query_rate`` (default 4/s): with both sides
+at 1/s, an unlucky offset puts every query frame half a second from the nearest banked one,
+which for fast motion is another picture. Hashing a query at 4/s puts some query frame within
+0.125 s of every banked frame whatever the offset. The denser hashing costs little, because
+decoding, not hashing, is the cost: the same decoded frames are used, and each is hashed from a
+luma plane pooled to a short side of ~128 pixels. What is stored is the 1/s subset
+(:meth:`vigil.signals.vpdq.VideoSignals.thin`).
+
+Why it is cheap. Hashing needs about one frame per second, but every reference frame must be
+decoded for the next to be right. So FFmpeg is told to skip what no later frame depends on:
+non-reference frames (``skip_frame=NONREF``, most B-frames: about half the frames of a typical
+H.264 encode) and the in-loop deblocking filter (``skip_loop_filter``; it smooths block edges,
+which a 64x64 tent-filtered hash does not see, and the small drift it causes in later frames is
+far below PDQ's sensitivity). Nothing is converted to RGB: the luma the hash needs *is* the
+decoded Y plane, read in place through the buffer protocol (``planes[0]``). Scene changes are
+found on every decoded frame from a 1-in-16 subsample of that plane, so they cost a few
+microseconds. The rotation of a display matrix is applied to the (small) luma of sampled frames
+only.
+
+Every failure is a typed :class:`~vigil.errors.MediaError`; PyAV's exceptions never escape. A
+truncated file gives the frames before the damage, with ``truncated`` set, rather than nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import time
+import typing as t
+from pathlib import Path
+
+import numpy as np
+
+from vigil.errors import (
+    CorruptMedia,
+    DecodeTimeout,
+    DecompressionBomb,
+    EmptyFile,
+    MediaError,
+    MediaTooLong,
+    UnsupportedMedia,
+    UsageError,
+)
+from vigil.signals.vpdq import VideoSignals, hash_frames
+
+__all__ = [
+    "SampledFrame",
+    "VideoInfo",
+    "VideoLimits",
+    "VideoReader",
+    "hash_video",
+    "looks_like_video",
+    "open_video",
+]
+
+#: mean absolute difference (grey levels) between subsampled luma of consecutive decoded frames
+#: above which a frame starts a new shot; hard cuts give 30-80, motion and fades stay under 20
+SCENE_THRESHOLD = 28.0
+#: luma subsampling step for scene detection
+_SCENE_STEP = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoLimits:
+    """Limits checked before decoding (declared values) and while decoding (actual values)."""
+
+    max_pixels: int = 4096 * 2304
+    max_duration: float = 4 * 3600.0
+    #: wall-clock seconds one file may take to decode; past it: :class:`DecodeTimeout`
+    max_decode_seconds: float = 900.0
+    #: decoder threads (1: one core per file; scans parallelise over files instead)
+    threads: int = 1
+    #: frames kept per second of video in a bank (plus scene-change frames); not a limit, but
+    #: read from the environment with them (``VIGIL_VIDEO_RATE``)
+    rate: float = 1.0
+    #: frames hashed per second for matching (``VIGIL_VIDEO_QUERY_RATE``): denser than the
+    #: bank's, so that whatever the offset between the two, some query frame lies within
+    #: 1/(2 x query_rate) s of each banked frame: fast motion still matches
+    query_rate: float = 4.0
+
+    @classmethod
+    def from_env(cls) -> VideoLimits:
+        """``VIGIL_VIDEO_MAX_SECONDS``, ``VIGIL_VIDEO_MAX_PIXELS``, ``VIGIL_VIDEO_DECODE_SECONDS``,
+        ``VIGIL_VIDEO_THREADS`` (read when called, never at import)."""
+        base = cls()
+
+        def num(name: str, default: float) -> float:
+            raw = os.environ.get(name)
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise UsageError(f"{name} must be a number, got {raw!r}") from None
+            if value <= 0:
+                raise UsageError(f"{name} must be positive, got {raw}")
+            return value
+
+        return cls(
+            max_pixels=int(num("VIGIL_VIDEO_MAX_PIXELS", base.max_pixels)),
+            max_duration=num("VIGIL_VIDEO_MAX_SECONDS", base.max_duration),
+            max_decode_seconds=num("VIGIL_VIDEO_DECODE_SECONDS", base.max_decode_seconds),
+            threads=int(num("VIGIL_VIDEO_THREADS", base.threads)),
+            rate=num("VIGIL_VIDEO_RATE", base.rate),
+            query_rate=num("VIGIL_VIDEO_QUERY_RATE", base.query_rate),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What the container declares: coded size (before any display rotation), average frame
+    rate, duration."""
+
+    format: str
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledFrame:
+    """One frame chosen for hashing: its luma (display orientation) and where it sits in time.
+
+    ``frame`` is the frame number vPDQ would give it (presentation time x average frame rate);
+    ``scene_cut`` marks the first frame of a shot (and the first frame of the video).
+    """
+
+    frame: int
+    timestamp: float
+    luma: np.ndarray
+    scene_cut: bool
+
+
+# -- recognising a video ---------------------------------------------------------------------------
+def looks_like_video(head: bytes) -> bool:
+    """Whether the first bytes are those of a container that may hold video (MP4/MOV/3GP,
+    Matroska/WebM, AVI, FLV, MPEG-TS/PS, Ogg, ASF). Audio-only files of these containers pass
+    here and are told apart by :func:`open_video`."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return True
+    if head.startswith((b"\x1aE\xdf\xa3", b"FLV\x01", b"OggS", b"\x00\x00\x01\xba",
+                        b"\x00\x00\x01\xb3")):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
+        return True
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):  # ASF / WMV
+        return True
+    if len(head) >= 4 and head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return True  # QuickTime without an ftyp box
+    if len(head) >= 1 and head[0] == 0x47 and len(head) < 189:
+        return False  # cannot confirm a TS sync pattern from a short head
+    return len(head) >= 377 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def open_video(source: Path | bytes, limits: VideoLimits | None = None, *,
+               name: str | None = None) -> VideoReader:
+    """Open a video and check what it declares against ``limits``; frames come from
+    :meth:`VideoReader.sample`. Use as a context manager (it holds FFmpeg state)."""
+    return VideoReader(source, limits or VideoLimits(), name=name)
+
+
+class VideoReader:
+    """An open video: ``info`` at once, then :meth:`sample` to iterate the frames to hash."""
+
+    def __init__(self, source: Path | bytes, limits: VideoLimits, *,
+                 name: str | None = None) -> None:
+        import av
+
+        self._av = av
+        self.limits = limits
+        self.label = name or (str(source) if isinstance(source, Path) else "<bytes>")
+        if isinstance(source, Path):
+            try:
+                data = source.read_bytes()
+            except OSError as exc:
+                raise MediaError(f"{self.label}: cannot read: {exc.strerror or exc}",
+                                 path=self.label) from exc
+        else:
+            data = source
+        if not data:
+            raise EmptyFile(f"{self.label}: the file is empty (0 bytes)", path=self.label)
+        self.truncated = False
+        self.decode_errors = 0
+        #: display rotation in degrees counter-clockwise, known once the first frame is decoded
+        self.rotation = 0
+        self.last_timestamp = 0.0
+        try:
+            # bounded probing: a hostile file cannot make the open itself read forever
+            self._container = av.open(
+                io.BytesIO(data), mode="r",
+                options={"probesize": str(32 << 20), "analyzeduration": str(30_000_000)},
+            )
+        except av.error.FFmpegError as exc:
+            kind = "a video container" if looks_like_video(data[:400]) else "data"
+            raise CorruptMedia(f"{self.label}: starts like {kind} but FFmpeg cannot open it: "
+                               f"{_msg(exc)}", path=self.label) from exc
+        try:
+            self.info = self._check()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check(self) -> VideoInfo:
+        c = self._container
+        if not c.streams.video:
+            what = "audio only" if c.streams.audio else "no audio or video streams"
+            raise UnsupportedMedia(f"{self.label}: no video stream ({what})", path=self.label,
+                                   kind="audio" if c.streams.audio else "unknown")
+        stream = c.streams.video[0]
+        self._stream = stream
+        cc = stream.codec_context
+        width, height = int(cc.width or 0), int(cc.height or 0)
+        if width * height > self.limits.max_pixels:
+            raise DecompressionBomb(
+                f"{self.label}: video declares {width}x{height} pixels per frame, over the limit "
+                f"of {self.limits.max_pixels}", path=self.label, width=width, height=height,
+                limit=self.limits.max_pixels,
+            )
+        duration: float | None = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif c.duration is not None:
+            duration = c.duration / 1_000_000
+        if duration is not None and duration > self.limits.max_duration:
+            raise MediaTooLong(
+                f"{self.label}: video declares {duration:.0f} s, over the limit of "
+                f"{self.limits.max_duration:.0f} s", path=self.label, seconds=duration,
+                limit=self.limits.max_duration,
+            )
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else None
+        return VideoInfo(format=str(c.format.name), codec=str(cc.name), width=width, height=height,
+                         fps=fps if fps and 0 < fps < 1000 else None, duration=duration)
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _decoded(self, *, every_frame: bool = False) -> t.Iterator[t.Any]:
+        """Decoded frames, in presentation order as FFmpeg returns them; errors translated."""
+        av = self._av
+        stream = self._stream
+        cc = stream.codec_context
+        stream.thread_type = "AUTO" if self.limits.threads > 1 else "NONE"
+        if self.limits.threads > 1:
+            cc.thread_count = self.limits.threads
+        if not every_frame:
+            cc.skip_frame = "NONREF"
+            # luma only (the hash needs nothing else; where FFmpeg was built with gray support)
+            cc.options = {"skip_loop_filter": "all", "flags": "gray"}
+        deadline = time.monotonic() + self.limits.max_decode_seconds
+        consecutive = 0
+        packets = self._container.demux(stream)
+        while True:
+            if time.monotonic() > deadline:
+                raise DecodeTimeout(
+                    f"{self.label}: decoding took longer than "
+                    f"{self.limits.max_decode_seconds:.0f} s",
+                    path=self.label, limit=self.limits.max_decode_seconds,
+                )
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.EOFError:
+                return
+            except av.error.FFmpegError as exc:
+                # the demuxer lost sync: the rest of the file is damaged or missing
+                self.truncated = True
+                self.decode_errors += 1
+                if self.decode_errors > 1 and not self.last_timestamp:
+                    raise CorruptMedia(f"{self.label}: unreadable video data: {_msg(exc)}",
+                                       path=self.label) from exc
+                return
+            try:
+                frames = packet.decode()
+                consecutive = 0
+            except av.error.FFmpegError as exc:
+                self.decode_errors += 1
+                consecutive += 1
+                if consecutive > 100:
+                    raise CorruptMedia(f"{self.label}: too many undecodable packets: {_msg(exc)}",
+                                       path=self.label) from exc
+                continue
+            yield from frames
+
+    def sample(self, rate: float = 1.0, *, scene: bool = True,
+               progress: t.Callable[[float], None] | None = None,
+               every_frame: bool = False) -> t.Iterator[SampledFrame]:
+        """Frames to hash: one per ``1/rate`` s of presentation time, plus scene-change frames.
+
+        ``every_frame`` decodes and yields every frame (the baseline the benchmark compares
+        against). ``progress`` gets the fraction of the declared duration done.
+        """
+        if not rate > 0:
+            raise UsageError(f"sampling rate must be positive, got {rate}")
+        stream = self._stream
+        tb = float(stream.time_base) if stream.time_base else None
+        start = stream.start_time if stream.start_time is not None else None
+        fps = self.info.fps or 25.0
+        interval = 1.0 / rate
+        next_t = 0.0
+        last_sampled = -math.inf
+        prev_thumb: np.ndarray | None = None
+        count = 0
+        duration = self.info.duration or 0.0
+        last_report = 0.0
+        for frame in self._decoded(every_frame=every_frame):
+            if frame.pts is not None and tb is not None:
+                if start is None:
+                    start = frame.pts
+                ts = max(0.0, (frame.pts - start) * tb)
+            else:
+                ts = count / fps
+            count += 1
+            if ts > self.limits.max_duration:
+                raise MediaTooLong(
+                    f"{self.label}: video runs past the limit of {self.limits.max_duration:.0f} s",
+                    path=self.label, limit=self.limits.max_duration,
+                )
+            if frame.width * frame.height > self.limits.max_pixels:
+                raise DecompressionBomb(
+                    f"{self.label}: a frame of {frame.width}x{frame.height} pixels is over the "
+                    f"limit of {self.limits.max_pixels}", path=self.label,
+                    limit=self.limits.max_pixels,
+                )
+            self.last_timestamp = max(self.last_timestamp, ts)
+            y = _y_plane(frame)
+            cut = False
+            if scene:
+                thumb = y[::_SCENE_STEP, ::_SCENE_STEP].astype(np.int16)
+                if prev_thumb is None:
+                    cut = True
+                elif prev_thumb.shape == thumb.shape:
+                    cut = float(np.abs(thumb - prev_thumb).mean()) > SCENE_THRESHOLD
+                prev_thumb = thumb
+            if count == 1:
+                # the display matrix travels with the frames (PyAV reads it as frame side data)
+                angle = float(getattr(frame, "rotation", 0) or 0)
+                self.rotation = round(angle / 90.0) % 4 * 90
+            take = every_frame or cut or ts >= next_t - 1e-6
+            if take and not every_frame and not cut and ts - last_sampled < 0.25 * interval:
+                take = False  # a scene frame was just taken: this grid sample adds nothing
+            if ts >= next_t - 1e-6:
+                next_t = (math.floor(ts * rate + 1e-6) + 1) / rate
+            if take:
+                last_sampled = ts
+                yield SampledFrame(
+                    frame=int(round(ts * fps)), timestamp=round(ts, 3),
+                    luma=_rotate(y, self.rotation), scene_cut=cut or count == 1,
+                )
+            if progress and duration and ts - last_report >= 5.0:
+                last_report = ts
+                progress(min(1.0, ts / duration))
+        if count == 0:
+            raise CorruptMedia(f"{self.label}: no decodable video frames", path=self.label)
+        if duration and self.last_timestamp < duration - 2.0:
+            self.truncated = True
+        if progress:
+            progress(1.0)
+
+    @property
+    def decoded_duration(self) -> float:
+        """Presentation time actually decoded: last frame's timestamp plus one frame."""
+        return self.last_timestamp + 1.0 / (self.info.fps or 25.0)
+
+
+def _y_plane(frame: t.Any) -> np.ndarray:
+    """The luma plane as a (rows, cols) uint8 view, without conversion where FFmpeg already
+    stores planar 8-bit luma; other layouts (RGB, 10-bit, packed YUV) are converted to grey."""
+    if frame.format.name in _PLANAR_8BIT:
+        plane = frame.planes[0]
+        buf = np.frombuffer(plane, np.uint8)
+        return buf.reshape(-1, plane.line_size)[: frame.height, : frame.width]
+    return t.cast(np.ndarray, frame.to_ndarray(format="gray"))
+
+
+_PLANAR_8BIT = frozenset({
+    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p",
+    "yuv411p", "yuv410p", "yuva420p", "nv12", "nv21", "gray",
+})
+
+
+def _rotate(y: np.ndarray, rotation: int) -> np.ndarray:
+    """Copy the luma out of FFmpeg's buffer (it is reused for the next frame), in display
+    orientation. ``rotation`` is counter-clockwise, as np.rot90 turns."""
+    if rotation:
+        return np.ascontiguousarray(np.rot90(y, rotation // 90))
+    return y.copy()
+
+
+def _msg(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+def hash_video(source: Path | bytes, limits: VideoLimits | None = None, *, name: str | None = None,
+               progress: t.Callable[[float], None] | None = None,
+               every_frame: bool = False) -> tuple[VideoSignals, dict[str, t.Any]]:
+    """Decode and hash a video: its frame signals and a description of the media."""
+    limits = limits or VideoLimits()
+    with open_video(source, limits, name=name) as reader:
+        rate = max(limits.rate, limits.query_rate)
+        signals = hash_frames(reader.sample(rate, progress=progress, every_frame=every_frame),
+                              rate=rate, trim=_trim, duration=None, store_rate=limits.rate)
+        info = reader.info
+        duration = reader.decoded_duration
+        if info.duration and not reader.truncated:
+            duration = max(duration, info.duration)
+        signals = dataclasses.replace(signals, duration=round(duration, 3))
+        media: dict[str, t.Any] = {
+            "kind": "video", "format": info.format, "codec": info.codec,
+            "width": info.width, "height": info.height, "rotation": reader.rotation,
+            "fps": round(info.fps, 3) if info.fps else None,
+        }
+        if reader.truncated:
+            media["truncated"] = True
+        if reader.decode_errors:
+            media["decode_errors"] = reader.decode_errors
+    return signals, media
+
+
+def _trim(luma: np.ndarray, *, tolerance: float = 12.0, flatness: float = 2.0,
+          edge_share: float = 0.97, line_share: float = 0.5,
+          keep: float = 0.25) -> tuple[int, int, int, int]:
+    """Uniform borders (letterbox, pillarbox) of a video frame: (top, bottom, left, right) kept.
+
+    The same idea as :func:`vigil.media.image.find_borders` (an outermost line that is one
+    colour starts a border), with one difference that matters for video: once an edge is known
+    to be a bar, a further line still counts as bar when only *half* of it is bar-coloured,
+    because a re-upload's channel logo is stamped in a corner of the whole frame, which is on
+    the bar when the picture is pillarboxed or letterboxed. Lines that blend bar and picture are
+    dropped too (``find_borders``' transition rule)."""
+    rows, cols = luma.shape
+    if rows < 8 or cols < 8:
+        return (0, rows, 0, cols)
+
+    def run(lines: np.ndarray) -> int:
+        first = lines[0].astype(np.float32)
+        ref = float(np.median(first))
+        if (np.abs(first - ref) <= flatness).mean() < edge_share:
+            return 0
+        dev = np.abs(lines.astype(np.float32) - ref)
+        bar = (dev <= tolerance).mean(axis=1) >= line_share
+        nonbar = np.flatnonzero(~bar)
+        end = int(nonbar[0]) if nonbar.size else lines.shape[0]
+        # lines that blend bar and picture (scaling, compression ringing) are still much closer
+        # to the bar colour than the picture after them: drop up to 3 of them
+        for _ in range(3):
+            if end + 1 >= lines.shape[0] or dev[end].mean() >= 0.5 * dev[end + 1].mean():
+                break
+            end += 1
+        return end
+
+    top = run(luma)
+    bottom = run(luma[::-1])
+    left = run(luma.T)
+    right = run(luma.T[::-1])
+    if rows - top - bottom < keep * rows:
+        top = bottom = 0
+    if cols - left - right < keep * cols:
+        left = right = 0
+    top, bottom, left, right = (v if v >= 2 else 0 for v in (top, bottom, left, right))
+    return (top, rows - bottom, left, cols - right)
