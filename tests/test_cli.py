@@ -181,3 +181,14 @@ def test_demo_runs_and_explains(cli, tmp_path):
     out = r.stdout
     assert out.count("MATCH") >= 6 and "no match" in out and "error" in out
     assert "variant rot90" in out and "variant flip-x" in out and "variant trimmed" in out
+    assert "variant robust" in out  # the crop: PDQ misses it, the robust tier finds it
+
+
+def test_bank_robust_mode(cli):
+    cli("bank", "create", "known")
+    assert lines(cli("bank", "show", "known", "--json"))[0]["robust_mode"] == "on-miss"
+    r = cli("bank", "robust-mode", "known", "off", "--json")
+    assert r.exit_code == 0 and lines(r)[0]["robust_mode"] == "off"
+    assert lines(cli("bank", "show", "known", "--json"))[0]["robust_mode"] == "off"
+    r = cli("bank", "robust-mode", "known", "sometimes")
+    assert r.exit_code == 2 and "robust mode must be one of" in r.stderr

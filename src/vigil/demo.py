@@ -47,8 +47,8 @@ def _logo(size: int) -> Image.Image:
 
 
 EDITS: dict[str, t.Callable[[Image.Image], Image.Image]] = {
-    "crop 8% off the edges": lambda im: im.crop(
-        (int(im.width * 0.04), int(im.height * 0.04), int(im.width * 0.96), int(im.height * 0.96))
+    "cropped to its central 70%": lambda im: im.crop(
+        (int(im.width * 0.15), int(im.height * 0.15), int(im.width * 0.85), int(im.height * 0.85))
     ),
     "letterbox (black bars)": lambda im: ImageOps.pad(im, (im.width, int(im.width * 1.0)), color=(0, 0, 0)),
     "mirrored left-right": lambda im: ImageOps.mirror(im),
@@ -73,9 +73,13 @@ def build_bank(v: Vigil, photos: list[Path]) -> dict[str, int]:
         v.bank_info(BANK)
     except NotFound:
         v.create_bank(BANK, "block", description="demo: sample photos standing in for releases")
-        specs = []
+        specs, payloads = [], {}
         for i, p in enumerate(photos):
             hr = hash_file(p)
+            signals = list(hr.signals)
+            if hr.robust is not None:  # the robust tier's local features, as `bank add` keeps them
+                signals.append(hr.robust.signal)
+                payloads[hr.robust.signal.value] = hr.robust.payload
             labels = {
                 "group": GROUPS[i % len(GROUPS)],
                 "category": CATEGORIES[i % len(CATEGORIES)],
@@ -84,8 +88,8 @@ def build_bank(v: Vigil, photos: list[Path]) -> dict[str, int]:
                 "source": "vigil demo",
                 "tlp": "green",
             }
-            specs.append(EntrySpec(hr.signals, labels, p.name))
-        v.add_entries(BANK, specs)
+            specs.append(EntrySpec(signals, labels, p.name))
+        v.add_entries(BANK, specs, payloads)
     return {e.reference: e.id for e, _ in v.export(BANK) if e.reference}
 
 
@@ -143,9 +147,11 @@ def run_demo(v: Vigil, console: Console, workdir: Path | None = None) -> int:
             table.add_row(name, what[name], "[yellow]error[/yellow]", item.error.message.split(": ", 1)[-1])
         elif item.outcome and item.outcome.matches:
             h = item.outcome.matches[0]
+            how = (f"{h.evidence['inliers']} matching local features covering "
+                   f"{h.evidence['coverage']:.0%} of it" if h.evidence else
+                   f"{h.signal_type} distance {h.distance} <= {h.threshold}")
             why = (f"entry {h.entry_id} ({h.reference}, {h.labels.get('group')}, "
-                   f"{h.labels.get('release')}): {h.signal_type} distance {h.distance} <= {h.threshold}, "
-                   f"variant {h.variant}")
+                   f"{h.labels.get('release')}): {how}, variant {h.variant}")
             table.add_row(name, what[name], "[bold red]MATCH[/bold red]", why)
         elif item.hashed and item.hashed.media_error:
             table.add_row(name, what[name], "no match", "not an image: md5/sha256 only, no bank hit")
@@ -153,7 +159,7 @@ def run_demo(v: Vigil, console: Console, workdir: Path | None = None) -> int:
             table.add_row(name, what[name], "no match", _nearest(v, item))
         else:
             table.add_row(name, what[name], "[yellow]missed[/yellow]",
-                          _nearest(v, item) + ": PDQ alone does not survive this edit")
+                          _nearest(v, item) + "; no tier recognised this edit")
     console.print(table)
     console.print(f"{summary.checked} files checked: {summary.matched} matched, "
                   f"{summary.checked - summary.matched - summary.errors} did not, {summary.errors} could not be read. "

@@ -270,12 +270,27 @@ def bank_add(
     raise typer.Exit(ReturnCode.ITEM_FAILED if failed else ReturnCode.OK)
 
 
+@bank_app.command("robust-mode")
+def bank_robust_mode(
+    name: str,
+    mode: t.Annotated[str, typer.Argument(help="always, on-miss (the default) or off")],
+    json_out: JsonOpt = False,
+) -> None:
+    """When the robust tier (local features) runs for this bank: always, on-miss (only when the
+    exact and PDQ tiers found nothing in it) or off."""
+    try:
+        info = core().set_robust_mode(name, mode)
+    except VigilError as exc:
+        fail(exc)
+    emit(info) if json_out else out.print(f"{name}: robust tier {info['robust_mode']}")
+
+
 @bank_app.command("video-settings")
 def bank_video_settings(
     name: str,
     min_seconds: t.Annotated[float | None, typer.Option(help="Shortest matched segment, seconds (default 3).")] = None,
     min_share: t.Annotated[float | None, typer.Option(help="Or: smallest share of the reference a segment covers (0-1).")] = None,
-    no_min_share: t.Annotated[bool, typer.Option(help="Stop using a minimum share.")] = False,
+    no_min_share: t.Annotated[bool, typer.Option("--no-min-share", help="Stop using a minimum share.")] = False,
     frame_threshold: t.Annotated[int | None, typer.Option(help="Largest PDQ distance between matching frames.")] = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vigil.core.labels import KNOWN_LABELS, validate_labels
+from vigil.core.robust import robust_mode
 from vigil.errors import Conflict, ImportFormatError, InvalidSignal, NotFound, UsageError
 from vigil.signals import Signal, registry
 from vigil.store.models import Bank, Entry, IndexLog, Meta, SignalRow, utcnow
@@ -131,6 +132,7 @@ def bank_summary(s: Session, bank: Bank) -> dict[str, t.Any]:
         "kind": bank.kind,
         "description": bank.description,
         "thresholds": effective_thresholds(bank),
+        "robust_mode": robust_mode(bank),
         "entries": int(enabled),
         "disabled_entries": int(disabled),
         "signals": {k: int(v) for k, v in sorted(by_type.items())},
