@@ -416,9 +416,17 @@ def test_api_video_upload_and_async_match_job(core, media):
                      files={"file": ("upload.mp4", media["embedded"].read_bytes(), "video/mp4")},
                      data={"kind": "match"})
         assert r.status_code == 202
-        assert svc.app.state.service.jobs.run_once() is True
+        runner = svc.app.state.service.jobs
+        handler, reported = runner.handlers["match"], []
+
+        def spy(params, progress):  # the decoder's progress reaches the job
+            return handler(params, lambda f: (reported.append(f), progress(f)))
+
+        runner.handlers["match"] = spy
+        assert runner.run_once() is True
         done = svc.get(f"/api/v1/jobs/{r.json()['id']}", headers=auth(tokens["submitter"])).json()
     assert done["status"] == "done", done
+    assert done["progress"] == 1.0 and reported and reported == sorted(reported) and reported[-1] > 0.5
     (m,) = done["result"]["matches"]
     assert m["entry_id"] == eid
     (seg,) = m["segments"]

@@ -57,8 +57,9 @@ def _item(service: Service, item: ItemResult, name: str | None = None) -> dict[s
 
 
 def match_upload(service: Service, path: Path, name: str | None, *, record: bool = True,
-                 raise_errors: bool = True) -> dict[str, t.Any]:
-    hr = hash_file(path, service.vigil.settings.limits)
+                 raise_errors: bool = True,
+                 progress: t.Callable[[float], None] | None = None) -> dict[str, t.Any]:
+    hr = hash_file(path, service.vigil.settings.limits, progress=progress)
     if hr.error is not None and raise_errors:
         raise hr.error
     with service.index_lock:
@@ -131,11 +132,13 @@ async def match_signals(request: Request, body: SignalsIn, p: Submitter) -> dict
 def register_jobs(service: Service) -> None:
     """Job kinds of the service: ``match`` (a staged upload, matched and recorded)."""
 
-    def run_match(params: dict[str, t.Any]) -> dict[str, t.Any]:
+    def run_match(params: dict[str, t.Any], progress: t.Callable[[float], None]) -> dict[str, t.Any]:
         path = Path(params["path"])
         try:
             with acting(Principal(0, params.get("actor", "jobs"), "submitter")):
-                return match_upload(service, path, params.get("filename"))
+                # decoding is the long part (video); matching after it is quick
+                return match_upload(service, path, params.get("filename"),
+                                    progress=lambda f: progress(0.95 * f))
         finally:
             path.unlink(missing_ok=True)
 

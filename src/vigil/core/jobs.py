@@ -4,7 +4,8 @@ Shape: a ``jobs`` row (``id``, ``kind``, ``status`` queued -> running -> done | 
 ``result``, ``error``, timestamps). :func:`submit` writes the row and returns at once; the client
 polls ``GET /api/v1/jobs/{id}``. A :class:`JobRunner` thread in the service process claims queued
 jobs one at a time with a conditional update (so two runners never take the same job) and calls
-the handler registered for the job's kind. A handler takes the params and returns a JSON-able
+the handler registered for the job's kind. A handler takes the params and a ``progress(fraction)``
+callback (stored as the job's ``progress``, at most every half second) and returns a JSON-able
 result or raises a :class:`~vigil.errors.VigilError`, which becomes the job's ``error``.
 
 On start the runner puts back jobs left ``running`` by a process that died, so nothing is lost.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import typing as t
 import uuid
 
@@ -30,7 +32,8 @@ from vigil.store.service_models import Job
 __all__ = ["Handler", "JobRunner", "get", "job_dict", "submit"]
 
 log = logging.getLogger(__name__)
-Handler = t.Callable[[dict[str, t.Any]], dict[str, t.Any]]
+Progress = t.Callable[[float], None]
+Handler = t.Callable[[dict[str, t.Any], Progress], dict[str, t.Any]]
 
 
 def _iso(v: dt.datetime | None) -> str | None:
@@ -38,7 +41,8 @@ def _iso(v: dt.datetime | None) -> str | None:
 
 
 def job_dict(j: Job) -> dict[str, t.Any]:
-    return {"id": j.id, "kind": j.kind, "status": j.status, "result": j.result, "error": j.error,
+    return {"id": j.id, "kind": j.kind, "status": j.status, "progress": round(j.progress or 0.0, 3),
+            "result": j.result, "error": j.error,
             "created_by": j.created_by, "created_at": _iso(j.created_at),
             "started_at": _iso(j.started_at), "finished_at": _iso(j.finished_at)}
 
@@ -112,7 +116,7 @@ class JobRunner:
         try:
             if handler is None:
                 raise UsageError(f"no handler for job kind {kind!r}")
-            result = handler(params)
+            result = handler(params, self._progress_writer(job_id))
         except VigilError as exc:
             error = exc.to_dict()
         except Exception as exc:
@@ -121,8 +125,22 @@ class JobRunner:
         with self.store.transaction() as s:
             s.execute(update(Job).where(Job.id == job_id).values(
                 status="failed" if error else "done", result=result, error=error,
-                finished_at=utcnow()))
+                progress=0.0 if error else 1.0, finished_at=utcnow()))
         return True
+
+    def _progress_writer(self, job_id: str) -> Progress:
+        last = [0.0, -1.0]  # time written, value written
+
+        def write(fraction: float) -> None:
+            now = time.monotonic()
+            value = min(1.0, max(0.0, float(fraction)))
+            if now - last[0] < 0.5 or value == last[1]:
+                return
+            last[0], last[1] = now, value
+            with self.store.transaction() as s:
+                s.execute(update(Job).where(Job.id == job_id).values(progress=value))
+
+        return write
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -197,3 +197,5 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: share of the work done, 0..1, while running (video hashing reports it); 1 when done
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
