@@ -198,3 +198,21 @@ def test_partner_hash_of_a_file_with_flat_background_still_matches(core, photos,
     assert item.hashed.trimmed
     assert [(h.bank, h.variant) for h in item.outcome.matches] == [("partner", "original")]
     assert item.outcome.matches[0].distance <= 10
+
+
+def test_a_running_process_sees_other_processes_changes_on_its_next_match(settings, photos):
+    """A long-running process (a scan, the server) picks up entries another process added or
+    disabled at its next match, through the change log, without being told."""
+    a = Vigil(settings)
+    a.create_bank("known")
+    _ = a.indexes  # loaded before the other process changes anything
+    sig = [s for s in hash_file(photos[0]).signals if s.type == "pdq"]
+    assert a.match_signals(sig, record=False)[0].outcome.matches == []
+    b = Vigil(settings)
+    (eid,) = b.add_entries("known", [EntrySpec(sig)])
+    assert [h.entry_id for h in a.match_signals(sig, record=False)[0].outcome.matches] == [eid]
+    b.set_enabled("known", eid, False)
+    assert a.match_signals(sig, record=False)[0].outcome.matches == []
+    assert a.refresh_indexes() == 0  # nothing new: only the head check ran
+    a.close()
+    b.close()

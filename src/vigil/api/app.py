@@ -134,23 +134,12 @@ class Service:
 
     def _sync_indexes(self) -> None:
         """Apply bank changes made by other processes (the CLI, another server) every few
-        seconds: the store's change log is the source of truth, and a cheap head check keeps
-        the lock free when nothing changed."""
-        from sqlalchemy import func, select
-
-        from vigil.store.models import IndexLog
-
+        seconds, also between requests: the store's change log is the source of truth
+        (:meth:`vigil.core.app.Vigil.refresh_indexes`, a cheap head check first)."""
         while not self._stop_sync.wait(self.settings.index_sync_s):
             try:
-                with self.vigil.store.read() as s:
-                    head = int(s.scalar(select(func.max(IndexLog.seq))) or 0)
-                idx = self.vigil._indexes
-                if idx is not None and head > idx.last_seq:
-                    with self.index_lock:
-                        idx.catch_up()
-                        robust = getattr(self.vigil, "_robust", None)
-                        if robust is not None and hasattr(robust, "catch_up"):
-                            robust.catch_up()
+                with self.index_lock:
+                    self.vigil.refresh_indexes()
             except Exception:  # noqa: BLE001 - retried on the next tick
                 log.exception("index sync failed")
 

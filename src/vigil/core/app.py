@@ -117,6 +117,21 @@ class Vigil:
         if self._video is not None and rows:
             self._video.apply(rows)
 
+    def refresh_indexes(self) -> int:
+        """Apply what other processes changed (a `vigil bank add` while a scan or the server
+        runs): one indexed ``max(seq)`` query, and a change-log catch-up only for the loaded
+        indexes that are behind. Returns the change-log rows applied."""
+        loaded = [i for i in (self._indexes, self._robust, self._video) if i is not None]
+        if not loaded:
+            return 0
+        from sqlalchemy import func
+
+        from vigil.store.models import IndexLog
+
+        with self.store.read() as s:
+            head = int(s.scalar(select(func.max(IndexLog.seq))) or 0)
+        return sum(idx.catch_up() for idx in loaded if head > idx.last_seq)
+
     def close(self) -> None:
         self.store.dispose()
 
@@ -322,6 +337,7 @@ class Vigil:
         return self._finish_files([hr], record=record, keys=None)[0]
 
     def match_signals(self, signals: t.Sequence[Signal], *, record: bool = True) -> list[ItemResult]:
+        self.refresh_indexes()
         outcomes = self.matcher.match_many([Query([sig]) for sig in signals])
         items = [ItemResult(signal=str(sig), outcome=o) for sig, o in zip(signals, outcomes)]
         if record:
@@ -333,6 +349,7 @@ class Vigil:
     def _finish_files(self, results: t.Sequence[HashResult], *, record: bool,
                       keys: t.Sequence[tuple[str, int, int]] | None) -> list[ItemResult]:
         ok = [hr for hr in results if hr.ok]
+        self.refresh_indexes()
         outcomes = dict(zip((id(hr) for hr in ok), self.matcher.match_many([self.query_for(h) for h in ok])))
         for hr in ok:  # videos: frame hits -> aligned segments (vigil.core.video)
             if hr.video is not None:
