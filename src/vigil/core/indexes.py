@@ -32,7 +32,7 @@ from vigil.signals import Signal, SignalType, registry
 from vigil.store.db import Store
 from vigil.store.models import Entry, IndexLog, SignalRow
 
-__all__ = ["IndexSet"]
+__all__ = ["REPLAY_OVERLAP", "ChangeLogFollower", "IndexSet"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,46 @@ SAVE_AFTER = 5000
 REBUILD_AFTER = 50_000
 
 
+class ChangeLogFollower:
+    """Replays the store's ``index_log`` into an in-memory index: the part every index kind
+    shares (this module's :class:`IndexSet`, the robust tier's and the video frame index).
+    Subclasses set ``store`` and ``last_seq``, implement :meth:`apply`, and may narrow
+    ``log_types`` to the signal types they hold."""
+
+    store: Store
+    last_seq: int
+    #: the change-log signal types this index follows; None: every row
+    log_types: t.ClassVar[tuple[str, ...] | None] = None
+
+    def apply(self, rows: t.Iterable[t.Any]) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def catch_up(self) -> int:
+        """Replay the log from just before ``last_seq`` (idempotent); returns the new rows."""
+        stmt = (
+            select(IndexLog.seq, IndexLog.signal_id, IndexLog.signal_type, IndexLog.op)
+            .where(IndexLog.seq > self.last_seq - REPLAY_OVERLAP)
+            .order_by(IndexLog.seq)
+        )
+        if self.log_types is not None:
+            stmt = stmt.where(IndexLog.signal_type.in_(self.log_types))
+        with self.store.read() as s:
+            rows = s.execute(stmt).all()
+        if not rows:
+            return 0
+        new = sum(1 for r in rows if r.seq > self.last_seq)
+        self.apply(rows)
+        self.last_seq = max(self.last_seq, rows[-1].seq)
+        return new
+
+
 def _new_index(st: type[SignalType]) -> SignalIndex:
     if st.distance_kind == "hamming":
         return HammingIndex(st.code_size)
     return ExactIndex(st.code_size)
 
 
-class IndexSet:
+class IndexSet(ChangeLogFollower):
     """One index per registered signal type, kept in step with the store."""
 
     def __init__(self, store: Store, index_dir: Path) -> None:
@@ -140,18 +173,7 @@ class IndexSet:
                 self.rebuilt.append(st.name)
             behind, self.last_seq = head - self.last_seq, head
             return behind
-        with self.store.read() as s:
-            rows = s.execute(
-                select(IndexLog.seq, IndexLog.signal_id, IndexLog.signal_type, IndexLog.op)
-                .where(IndexLog.seq > self.last_seq - REPLAY_OVERLAP)
-                .order_by(IndexLog.seq)
-            ).all()
-        if not rows:
-            return 0
-        new = sum(1 for r in rows if r.seq > self.last_seq)
-        self.apply(rows)
-        self.last_seq = max(self.last_seq, rows[-1].seq)
-        return new
+        return super().catch_up()
 
     def apply(self, rows: t.Iterable[t.Any]) -> None:
         """Apply change-log rows (objects with signal_id, signal_type, op), in order."""

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
+from vigil.core.indexes import ChangeLogFollower
 from vigil.errors import IndexFileError, InvalidSignal
 from vigil.index.local import LocalFeatureIndex, read_local_index, write_local_index
 from vigil.signals.robust import LocalFeatures, OrbSignal, payload_digest, unpack_payload
@@ -64,7 +65,6 @@ RATIO = 0.8
 RANSAC_PX = 6.0
 MIN_INLIERS = 8  # below this no result is reported at all; banks decide with their threshold
 MIN_COVERAGE = 0.3
-REPLAY_OVERLAP = 1000
 SAVE_AFTER = 1000
 CACHE = 4096
 
@@ -210,8 +210,10 @@ def import_payloads(s: t.Any, blobs: t.Iterable[bytes]) -> int:
     return len(todo)
 
 
-class RobustIndex:
+class RobustIndex(ChangeLogFollower):
     """The feature index of every enabled, indexable ``orb`` signal, kept in step with the store."""
+
+    log_types = (OrbSignal.name,)
 
     def __init__(self, store: Store, index_dir: Path) -> None:
         self.store = store
@@ -277,20 +279,6 @@ class RobustIndex:
         if id_parts:
             self.index.add(np.concatenate(id_parts), np.concatenate(code_parts))
 
-    def catch_up(self) -> int:
-        with self.store.read() as s:
-            rows = s.execute(
-                select(IndexLog.seq, IndexLog.signal_id, IndexLog.signal_type, IndexLog.op)
-                .where(IndexLog.seq > self.last_seq - REPLAY_OVERLAP,
-                       IndexLog.signal_type == OrbSignal.name)
-                .order_by(IndexLog.seq)
-            ).all()
-        if not rows:
-            return 0
-        new = sum(1 for r in rows if r.seq > self.last_seq)
-        self.apply(rows)
-        self.last_seq = max(self.last_seq, rows[-1].seq)
-        return new
 
     def apply(self, rows: t.Iterable[t.Any]) -> None:
         """Apply change-log rows (signal_id, signal_type, op), in order; others types ignored."""

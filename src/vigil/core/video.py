@@ -56,6 +56,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vigil.core import banks as bankops
+from vigil.core.indexes import ChangeLogFollower
 from vigil.core.matcher import Hit, MatchOutcome
 from vigil.errors import IndexFileError, NotFound, UsageError
 from vigil.index.base import IndexHeader, read_index_file, write_index_file
@@ -116,7 +117,6 @@ TOLERANCE = 1.25
 EXTEND_THRESHOLD = 76
 #: segments on one line separated by at most this (or a quarter of their span) are joined
 MERGE_GAP = 6.0
-REPLAY_OVERLAP = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,11 +165,7 @@ class VideoHit(Hit):
         return out
 
 
-@dataclasses.dataclass(frozen=True)
-class _LogRow:
-    signal_id: int
-    signal_type: str
-    op: str
+_LogRow = bankops._LogRow  # one change-log row shape for every index
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -257,7 +253,7 @@ def segment_rows(match: t.Any, hit: Hit) -> list[VideoSegmentRow]:
 
 
 # -- the index ------------------------------------------------------------------------------------
-class VideoIndex:
+class VideoIndex(ChangeLogFollower):
     """The frame index of all enabled video entries, kept in step with the store."""
 
     def __init__(self, store: Store, index_dir: Path) -> None:
@@ -341,19 +337,6 @@ class VideoIndex:
         if pos is not None and len(pos):
             self.index.remove((np.int64(eid) << _POS_BITS) | pos)
 
-    def catch_up(self) -> int:
-        with self.store.read() as s:
-            rows = s.execute(
-                select(IndexLog.seq, IndexLog.signal_id, IndexLog.signal_type, IndexLog.op)
-                .where(IndexLog.seq > self.last_seq - REPLAY_OVERLAP)
-                .order_by(IndexLog.seq)
-            ).all()
-        if not rows:
-            return 0
-        new = sum(1 for r in rows if r.seq > self.last_seq)
-        self.apply(rows)
-        self.last_seq = max(self.last_seq, rows[-1].seq)
-        return new
 
     def apply(self, rows: t.Iterable[t.Any]) -> None:
         """Apply change-log rows. ``video`` rows name entries directly; any other row names a
