@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import typing as t
 import warnings
 from pathlib import Path
 
@@ -293,6 +292,7 @@ def find_borders(
     keep: float = 0.25,
     flatness: float = 2.0,
     transition: int = 3,
+    line_share: float | None = None,
 ) -> tuple[int, int, int, int]:
     """Find uniform borders (letterbox, pillarbox, padding of any flat colour).
 
@@ -304,7 +304,9 @@ def find_borders(
     from Meta's reference. Once an edge is known to be border, further lines count as border
     while at least ``share`` of their pixels lie within ``tolerance`` grey levels of the edge
     colour, so JPEG ringing next to the picture is trimmed too, and up to ``transition`` more
-    lines that blend border and picture are dropped. Trimming stops before less than
+    lines that blend border and picture are dropped (``line_share``, default ``share``, is the
+    share that further lines need: video asks for less, see :mod:`vigil.media.video`). Trimming
+    stops before less than
     ``keep`` of a dimension would remain, so a flat image is never trimmed to nothing. Returns
     the kept box (top, bottom, left, right).
     """
@@ -318,7 +320,7 @@ def find_borders(
         if (np.abs(lines[0] - ref) <= flatness).mean() < share:
             return 0  # the common case: no border, decided from one line
         dev = np.abs(lines - ref)
-        uniform = (dev <= tolerance).mean(axis=1) >= share
+        uniform = (dev <= tolerance).mean(axis=1) >= (share if line_share is None else line_share)
         nonuni = np.flatnonzero(~uniform)
         if not nonuni.size:
             return int(lines.shape[0])

@@ -56,6 +56,7 @@ from vigil.errors import (
     UnsupportedMedia,
     UsageError,
 )
+from vigil.media.image import find_borders
 from vigil.signals.vpdq import VideoSignals, hash_frames
 
 __all__ = [
@@ -457,34 +458,5 @@ def _trim(luma: np.ndarray, *, tolerance: float = 12.0, flatness: float = 2.0,
     because a re-upload's channel logo is stamped in a corner of the whole frame, which is on
     the bar when the picture is pillarboxed or letterboxed. Lines that blend bar and picture are
     dropped too (``find_borders``' transition rule)."""
-    rows, cols = luma.shape
-    if rows < 8 or cols < 8:
-        return (0, rows, 0, cols)
-
-    def run(lines: np.ndarray) -> int:
-        first = lines[0].astype(np.float32)
-        ref = float(np.median(first))
-        if (np.abs(first - ref) <= flatness).mean() < edge_share:
-            return 0
-        dev = np.abs(lines.astype(np.float32) - ref)
-        bar = (dev <= tolerance).mean(axis=1) >= line_share
-        nonbar = np.flatnonzero(~bar)
-        end = int(nonbar[0]) if nonbar.size else lines.shape[0]
-        # lines that blend bar and picture (scaling, compression ringing) are still much closer
-        # to the bar colour than the picture after them: drop up to 3 of them
-        for _ in range(3):
-            if end + 1 >= lines.shape[0] or dev[end].mean() >= 0.5 * dev[end + 1].mean():
-                break
-            end += 1
-        return end
-
-    top = run(luma)
-    bottom = run(luma[::-1])
-    left = run(luma.T)
-    right = run(luma.T[::-1])
-    if rows - top - bottom < keep * rows:
-        top = bottom = 0
-    if cols - left - right < keep * cols:
-        left = right = 0
-    top, bottom, left, right = (v if v >= 2 else 0 for v in (top, bottom, left, right))
-    return (top, rows - bottom, left, cols - right)
+    return find_borders(luma.astype(np.float32, copy=False), tolerance=tolerance,
+                        share=edge_share, line_share=line_share, keep=keep, flatness=flatness)
