@@ -31,7 +31,15 @@ import numpy as np
 
 from vigil.errors import IndexFileError
 
-__all__ = ["FORMAT_VERSION", "IndexHeader", "SignalIndex", "read_index_file", "write_index_file"]
+__all__ = [
+    "FORMAT_VERSION",
+    "IndexHeader",
+    "SignalIndex",
+    "read_envelope",
+    "read_index_file",
+    "write_envelope",
+    "write_index_file",
+]
 
 MAGIC = b"VIGILIDX"
 FORMAT_VERSION = 1
@@ -61,41 +69,66 @@ class SignalIndex(t.Protocol):
     def __len__(self) -> int: ...
 
 
-def write_index_file(path: Path, header: IndexHeader, ids: np.ndarray, codes: np.ndarray) -> None:
-    """Write atomically: a temp file in the same folder, fsync, rename."""
-    head = json.dumps(header, sort_keys=True).encode()
+def write_envelope(
+    path: Path, magic: bytes, version: int, header: t.Mapping[str, t.Any], *arrays: np.ndarray
+) -> None:
+    """The envelope every Vigil index file shares: magic, version, JSON header, then the raw
+    bytes of ``arrays`` in order. Written atomically: a temp file in the same folder, fsync,
+    rename."""
+    head = json.dumps(dict(header), sort_keys=True).encode()
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("wb") as fh:
-        fh.write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head)
-        fh.write(np.ascontiguousarray(ids, dtype="<i8").tobytes())
-        fh.write(np.ascontiguousarray(codes, dtype=np.uint8).tobytes())
+        fh.write(magic + struct.pack("<II", version, len(head)) + head)
+        for arr in arrays:
+            fh.write(np.ascontiguousarray(arr).tobytes())
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
-def read_index_file(path: Path) -> tuple[IndexHeader, np.ndarray, np.ndarray]:
-    """Read and check an index file; any inconsistency raises :class:`IndexFileError`."""
+def read_envelope(
+    path: Path, magic: bytes, version: int, what: str = "index"
+) -> tuple[dict[str, t.Any], bytes, int]:
+    """Read and check an envelope: (header, the whole file, offset of the first array). A missing
+    or unreadable file, another magic, version or a broken header raise :class:`IndexFileError`."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise IndexFileError(f"{path}: cannot read index file: {exc}", path=str(path)) from exc
-    if data[:8] != MAGIC:
-        raise IndexFileError(f"{path}: not a Vigil index file", path=str(path))
-    version, hlen = struct.unpack_from("<II", data, 8)
-    if version != FORMAT_VERSION:
+    if data[:8] != magic:
+        raise IndexFileError(f"{path}: not a Vigil {what} file", path=str(path))
+    found, hlen = struct.unpack_from("<II", data, 8)
+    if found != version:
         raise IndexFileError(
-            f"{path}: index format version {version}, this Vigil reads {FORMAT_VERSION}",
+            f"{path}: {what} format version {found}, this Vigil reads {version}",
             path=str(path),
-            version=version,
+            version=found,
         )
     try:
-        header = t.cast(IndexHeader, json.loads(data[16 : 16 + hlen]))
+        header = json.loads(data[16 : 16 + hlen])
+        if not isinstance(header, dict):
+            raise TypeError("header is not an object")
+    except (ValueError, TypeError) as exc:
+        raise IndexFileError(f"{path}: corrupt index header", path=str(path)) from exc
+    return header, data, 16 + hlen
+
+
+def write_index_file(path: Path, header: IndexHeader, ids: np.ndarray, codes: np.ndarray) -> None:
+    write_envelope(
+        path, MAGIC, FORMAT_VERSION, header,
+        np.asarray(ids, dtype="<i8"), np.asarray(codes, dtype=np.uint8),
+    )
+
+
+def read_index_file(path: Path) -> tuple[IndexHeader, np.ndarray, np.ndarray]:
+    """Read and check an index file; any inconsistency raises :class:`IndexFileError`."""
+    raw, data, start = read_envelope(path, MAGIC, FORMAT_VERSION)
+    try:
+        header = t.cast(IndexHeader, raw)
         count, size = int(header["count"]), int(header["code_size"])
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexFileError(f"{path}: corrupt index header", path=str(path)) from exc
-    start = 16 + hlen
     if len(data) != start + count * (8 + size):
         raise IndexFileError(
             f"{path}: index file truncated or padded ({len(data)} bytes for {count} entries)",

@@ -23,15 +23,13 @@ On disk (never pickle), a versioned layout like :mod:`vigil.index.base`::
 
 from __future__ import annotations
 
-import json
-import os
-import struct
 import typing as t
 from pathlib import Path
 
 import numpy as np
 
 from vigil.errors import IndexFileError, UsageError
+from vigil.index.base import read_envelope, write_envelope
 
 __all__ = ["FLAT_LIMIT", "LocalFeatureIndex", "read_local_index", "write_local_index"]
 
@@ -183,42 +181,22 @@ class LocalFeatureIndex:
 
 
 def write_local_index(path: Path, header: dict[str, t.Any], index: LocalFeatureIndex) -> None:
-    """Write atomically: temp file in the same folder, fsync, rename."""
+    """Write atomically, in the envelope of :mod:`vigil.index.base`: centroids, ids, codes."""
     ids, codes = index.export()
     cents = index.centroids()
-    head = json.dumps({**header, "count": len(ids), "nlist": len(cents), "code_size": CODE},
-                      sort_keys=True).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head)
-        fh.write(np.ascontiguousarray(cents, np.uint8).tobytes())
-        fh.write(np.ascontiguousarray(ids, "<i8").tobytes())
-        fh.write(np.ascontiguousarray(codes, np.uint8).tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_envelope(
+        path, MAGIC, FORMAT_VERSION,
+        {**header, "count": len(ids), "nlist": len(cents), "code_size": CODE},
+        np.asarray(cents, np.uint8), np.asarray(ids, "<i8"), np.asarray(codes, np.uint8),
+    )
 
 
 def read_local_index(path: Path, nprobe: int = NPROBE) -> tuple[dict[str, t.Any], LocalFeatureIndex]:
+    header, data, start = read_envelope(path, MAGIC, FORMAT_VERSION, "local-feature index")
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IndexFileError(f"{path}: cannot read index file: {exc}", path=str(path)) from exc
-    if data[:8] != MAGIC:
-        raise IndexFileError(f"{path}: not a Vigil local-feature index", path=str(path))
-    version, hlen = struct.unpack_from("<II", data, 8)
-    if version != FORMAT_VERSION:
-        raise IndexFileError(
-            f"{path}: local index format version {version}, this Vigil reads {FORMAT_VERSION}",
-            path=str(path), version=version,
-        )
-    try:
-        header = json.loads(data[16 : 16 + hlen])
         count, nlist = int(header["count"]), int(header["nlist"])
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexFileError(f"{path}: corrupt index header", path=str(path)) from exc
-    start = 16 + hlen
     if len(data) != start + nlist * CODE + count * (8 + CODE):
         raise IndexFileError(f"{path}: index file truncated or padded", path=str(path))
     cents = np.frombuffer(data, np.uint8, nlist * CODE, start).reshape(nlist, CODE)
