@@ -54,6 +54,76 @@ import httpx
 PLANTED = 1000
 
 
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client connection for the load generator.
+
+    httpx costs ~4 ms of client CPU per request, as much as the server itself: on a 2-core machine
+    shared by both, the load generator would measure mostly its own overhead. This client writes
+    pre-built request bytes and reads ``Content-Length`` (or chunked) responses: ~0.1 ms a
+    request. It does exactly what a production client does on the wire — one request at a time per
+    connection, no pipelining — so the server's work per request is unchanged."""
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port = host, port
+        self.head = (f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+                     "Connection: keep-alive\r\n").encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+            self.writer = self.reader = None
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      content_type: str = "application/json") -> tuple[int, bytes]:
+        """One request; reconnects once if the server closed an idle keep-alive connection."""
+        for attempt in (0, 1):
+            if self.writer is None:
+                await self._connect()
+            assert self.reader is not None and self.writer is not None
+            head = (f"{method} {path} HTTP/1.1\r\n".encode() + self.head
+                    + (f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                       if body or method == "POST" else "").encode() + b"\r\n")
+            try:
+                self.writer.write(head + body)
+                return await self._response()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _response(self) -> tuple[int, bytes]:
+        assert self.reader is not None
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+                data = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                chunks.append(data[:-2])
+            body = b"".join(chunks)
+        else:
+            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, body
+
+
 def rand_pdq(rng: random.Random) -> str:
     return f"{rng.getrandbits(256):064x}"
 
@@ -97,19 +167,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a ``--workers N`` server is a supervisor and N workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(x) for x in task.read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
 def rss(pid: int) -> int:
-    return _common.proc_status("VmRSS", pid)
+    """Resident memory of the server's process tree."""
+    total = 0
+    for p in tree(pid):
+        try:
+            total += _common.proc_status("VmRSS", p)
+        except (OSError, KeyError):
+            pass
+    return total
+
+
+def _cpu_one(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process tree so far (live processes)."""
+    total = 0.0
+    for p in tree(pid):
+        try:
+            total += _cpu_one(p)
+        except OSError:
+            pass
+    return total
 
 
 class Phase:
     def __init__(self) -> None:
         self.lat: list[float] = []
+        #: when each answered request was sent (s since the phase started), for the timeline plot
+        self.sent: list[float] = []
         self.errors: list[str] = []
         self.ok = 0
         self.started = time.perf_counter()
@@ -124,33 +227,92 @@ class Phase:
                 "p99_ms": round(_common.percentile(self.lat, 99) * 1000, 2)}
 
 
-async def lookups(base: str, token: str, planted: list[str], seconds: float, conc: int,
-                  rng: random.Random) -> Phase:
+def _lookup_body(planted: list[str], rng: random.Random) -> tuple[bytes, bool]:
+    """One request body: 5 % near-duplicates (4 bits flipped) of planted entries, else random."""
+    hit = rng.random() < 0.05
+    q = flip(rng.choice(planted), 4, rng) if hit else rand_pdq(rng)
+    return b'{"signals": ["pdq:' + q.encode() + b'"]}', hit
+
+
+async def _lookup(conn: RawConnection, body: bytes, hit: bool, since: float, ph: Phase) -> None:
+    """Send one lookup and check its answer: 200, one result, a match exactly when expected.
+    The latency counts from ``since`` (the scheduled send time in the open-loop phase)."""
+    try:
+        status, data = await conn.request("POST", "/api/v1/match/signals", body)
+        dt_ = time.perf_counter() - since
+        res = json.loads(data)["results"] if status == 200 else None
+        if res is None or len(res) != 1 or bool(res[0]["matches"]) != hit:
+            ph.errors.append(f"{status}: {data[:120]!r}")
+        else:
+            ph.ok += 1
+            ph.lat.append(dt_)
+            ph.sent.append(since - ph.started)
+    except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
+        ph.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def _host_port(base: str) -> tuple[str, int]:
+    host, port = base.rsplit("/", 1)[1].split(":")
+    return host, int(port)
+
+
+async def lookups_closed(base: str, token: str, planted: list[str], seconds: float, conc: int,
+                         rng: random.Random) -> Phase:
+    """Closed loop: ``conc`` clients, each sending its next lookup as soon as the last one is
+    answered. Measures the most the server can do (its latency is mostly queueing)."""
     ph = Phase()
     deadline = time.perf_counter() + seconds
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30, limits=limits) as c:
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                hit = rng.random() < 0.05
-                q = flip(rng.choice(planted), 4, rng) if hit else rand_pdq(rng)
-                t0 = time.perf_counter()
-                try:
-                    r = await c.post("/api/v1/match/signals", json={"signals": [f"pdq:{q}"]})
-                    dt_ = time.perf_counter() - t0
-                    body = r.json()
-                    res = body["results"] if r.status_code == 200 else None
-                    if res is None or len(res) != 1 or bool(res[0]["matches"]) != hit:
-                        ph.errors.append(f"{r.status_code}: {r.text[:120]}")
-                    else:
-                        ph.ok += 1
-                        ph.lat.append(dt_)
-                except (httpx.HTTPError, ValueError) as exc:
-                    ph.errors.append(f"{type(exc).__name__}: {exc}")
+    host, port = _host_port(base)
 
-        await asyncio.gather(*(worker() for _ in range(conc)))
+    async def worker() -> None:
+        conn = RawConnection(host, port, token)
+        try:
+            while time.perf_counter() < deadline:
+                body, hit = _lookup_body(planted, rng)
+                await _lookup(conn, body, hit, time.perf_counter(), ph)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(conc)))
     ph.ended = time.perf_counter()
+    return ph
+
+
+async def lookups_open(base: str, token: str, planted: list[str], seconds: float, rate: float,
+                       max_conns: int, rng: random.Random) -> Phase:
+    """Open loop: lookups are sent on a fixed schedule (``rate`` a second) whatever the server
+    does, over a pool of up to ``max_conns`` keep-alive connections. Latency counts from the
+    *scheduled* time, so a request that waits for a free connection because the server fell
+    behind is charged for the wait (no coordinated omission)."""
+    ph = Phase()
+    host, port = _host_port(base)
+    pool: asyncio.Queue[RawConnection] = asyncio.Queue()
+    conns = [RawConnection(host, port, token) for _ in range(max_conns)]
+    for c in conns:
+        pool.put_nowait(c)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(scheduled: float, body: bytes, hit: bool) -> None:
+        conn = await pool.get()
+        try:
+            await _lookup(conn, body, hit, scheduled, ph)
+        finally:
+            pool.put_nowait(conn)
+
+    start = time.perf_counter()
+    for i in range(int(seconds * rate)):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body, hit = _lookup_body(planted, rng)
+        task = asyncio.create_task(one(scheduled, body, hit))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    ph.ended = time.perf_counter()
+    for c in conns:
+        await c.close()
     return ph
 
 
@@ -229,11 +391,16 @@ async def run_load(base: str, toks: dict[str, str], planted: list[str], pid: int
     samples: list[tuple[float, int]] = []
     rss_task = asyncio.create_task(sample_rss(pid, samples, stop_rss, args.rss_every))
     dec_task = asyncio.create_task(decisions(base, toks["reviewer"], stop_dec))
-    srv0, cli0 = cpu_s(pid), cpu_s(os.getpid())
-    look = await lookups(base, toks["submitter"], planted, args.lookup_s, args.concurrency, rng)
+    srv0, cli0 = cpu_s(pid), _cpu_one(os.getpid())
+    look = await lookups_open(base, toks["submitter"], planted, args.lookup_s, args.rate,
+                              args.max_connections, rng)
     cpu = {"server_cpu_s": round(cpu_s(pid) - srv0, 1),
-           "client_cpu_s": round(cpu_s(os.getpid()) - cli0, 1)}
+           "client_cpu_s": round(_cpu_one(os.getpid()) - cli0, 1)}
     lookup_samples = list(samples)
+    srv0, cli0 = cpu_s(pid), _cpu_one(os.getpid())
+    most = await lookups_closed(base, toks["submitter"], planted, args.max_s, args.concurrency, rng)
+    cpu_most = {"server_cpu_s": round(cpu_s(pid) - srv0, 1),
+                "client_cpu_s": round(_cpu_one(os.getpid()) - cli0, 1)}
     stop_dec.set()
     dec = await dec_task
     up = await uploads(base, toks["submitter"], args.upload_s, 4)
@@ -268,7 +435,11 @@ async def run_load(base: str, toks: dict[str, str], planted: list[str], pid: int
     fifth = max(1, len(vals) // 5)
     warm = _common.median(vals[fifth:2 * fifth]) if len(vals) >= 5 else float("nan")
     end = _common.median(vals[-fifth:]) if vals else float("nan")
-    return {"lookups": {**look.result(), **cpu}, "uploads": up.result(), "decisions": dec,
+    timeline = {"sent_s": [round(x, 3) for x in look.sent],
+                "latency_ms": [round(x * 1000, 2) for x in look.lat]}
+    return {"timeline": timeline,
+            "lookups": {**look.result(), **cpu, "offered_rps": args.rate},
+            "lookups_max": {**most.result(), **cpu_most}, "uploads": up.result(), "decisions": dec,
             "rss": {"samples": samples, "warm_mib": round(warm / 2**20, 1),
                     "end_mib": round(end / 2**20, 1),
                     "growth_mib": round((end - warm) / 2**20, 1),
@@ -277,19 +448,78 @@ async def run_load(base: str, toks: dict[str, str], planted: list[str], pid: int
                                 if ln.startswith(("vigil_index_size", "vigil_review_queue_depth"))]}
 
 
+def plot(res: dict[str, t.Any], path: Path) -> None:
+    """Latency of the open-loop lookups second by second (p50, p99) over the server's RSS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tl = res["timeline"]
+    per_s: dict[int, list[float]] = {}
+    for sent, lat in zip(tl["sent_s"], tl["latency_ms"]):
+        per_s.setdefault(int(sent), []).append(lat)
+    secs = sorted(per_s)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.plot(secs, [_common.percentile(per_s[k], 50) for k in secs], label="p50", lw=1)
+    ax1.plot(secs, [_common.percentile(per_s[k], 99) for k in secs], label="p99", lw=1)
+    ax1.axhline(50, color="grey", ls="--", lw=0.8, label="goal p99 < 50 ms")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("latency, ms (per second sent)")
+    ax1.set_title(f"Signal lookups at {res['lookups']['offered_rps']:g}/s offered, "
+                  f"{res['entries']:,} PDQ entries")
+    ax1.legend(loc="upper right", fontsize=8)
+    rss = res["rss"]["samples"]
+    ax2.plot([x for x, _ in rss], [v / 2**20 for _, v in rss], color="C2")
+    ax2.set_ylabel("server RSS, MiB")
+    ax2.set_xlabel("seconds since the open-loop phase started "
+                   "(then the closed-loop and upload phases)")
+    ax2.set_ylim(bottom=0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _per_req(ph: dict[str, t.Any]) -> str:
+    return f"{1000 * ph['server_cpu_s'] / ph['requests']:.2f}" if ph["requests"] else "-"
+
+
+def _event_loop_runner() -> t.Callable[..., t.Any]:
+    """uvloop when installed (as ``vigil[service]`` installs it for uvicorn): the load generator
+    shares the 2 cores with the server, so its own CPU per request matters."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10k entries, ~1 minute")
     ap.add_argument("--entries", type=int, default=None)
-    ap.add_argument("--lookup-s", type=float, default=None)
-    ap.add_argument("--upload-s", type=float, default=None)
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--lookup-s", type=float, default=None,
+                    help="open-loop lookup phase, seconds (full 420, quick 30)")
+    ap.add_argument("--rate", type=float, default=500.0,
+                    help="offered lookups per second in the open-loop phase")
+    ap.add_argument("--max-connections", type=int, default=64,
+                    help="connection pool of the open-loop phase")
+    ap.add_argument("--max-s", type=float, default=None,
+                    help="closed-loop (most lookups/s) phase, seconds (full 60, quick 10)")
+    ap.add_argument("--upload-s", type=float, default=None,
+                    help="image upload phase, seconds (full 120, quick 10)")
+    ap.add_argument("--concurrency", type=int, default=16,
+                    help="clients of the closed-loop phase")
+    ap.add_argument("--server-workers", type=int, default=1,
+                    help="worker processes of `vigil serve` (its --workers)")
     ap.add_argument("--rss-every", type=float, default=5.0)
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args()
     args.entries = args.entries or (10_000 if args.quick else 100_000)
-    args.lookup_s = args.lookup_s or (40 if args.quick else 480)
-    args.upload_s = args.upload_s or (15 if args.quick else 120)
+    args.lookup_s = args.lookup_s or (30 if args.quick else 420)
+    args.max_s = args.max_s or (10 if args.quick else 60)
+    args.upload_s = args.upload_s or (10 if args.quick else 120)
     name = "service-quick" if args.quick else "service"
     machine = _common.machine_info()
     rng = random.Random(20261129)
@@ -300,6 +530,7 @@ def main() -> None:
     env.pop("VIGIL_DATABASE_URL", None)
     server = subprocess.Popen([sys.executable, "-c", "from vigil.cli.main import main; main()",
                                "serve", "--port", str(port),
+                               "--workers", str(args.server_workers),
                                "--log-level", "warning"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -314,7 +545,7 @@ def main() -> None:
                 raise SystemExit("the server did not become ready")
             time.sleep(0.2)
         ready_s = time.perf_counter() - t0
-        res = asyncio.run(run_load(base, toks, planted, server.pid, args, rng))
+        res = _event_loop_runner()(run_load(base, toks, planted, server.pid, args, rng))
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -329,31 +560,45 @@ def main() -> None:
                 "machine": machine, "command": _common.command_line()})
     _common.OUT.mkdir(parents=True, exist_ok=True)
     (_common.OUT / f"{name}.json").write_text(json.dumps(res, indent=1))
-    lk, up, dec, r = res["lookups"], res["uploads"], res["decisions"], res["rss"]
+    lk, mx, up, dec, r = (res["lookups"], res["lookups_max"], res["uploads"], res["decisions"],
+                          res["rss"])
     md = "\n".join([
         f"Command: `{res['command']}`  ",
         f"Machine: {_common.machine_line(machine)}",
         "",
-        f"{res['entries']:,} PDQ entries banked; server ready in {res['server_ready_s']} s; "
-        f"{args.concurrency} concurrent lookup clients.",
+        f"{res['entries']:,} PDQ entries banked; server ready in {res['server_ready_s']} s. "
+        f"Phases in order: open loop at {args.rate:g} lookups/s offered ({args.lookup_s:g} s, "
+        f"latency from the scheduled send time), closed loop with {args.concurrency} clients "
+        f"({args.max_s:g} s), image uploads from 4 clients ({args.upload_s:g} s); a reviewer "
+        "decides cases during both lookup phases.",
         "",
-        "| load | requests | failed | req/s | p50 ms | p99 ms | wall s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| signal lookups (1 PDQ each, recorded) | {lk['requests']} | {lk['failed']} | {lk['rps']} "
-        f"| {lk['p50_ms']} | {lk['p99_ms']} | {lk['wall_s']} |",
+        "| load | requests | failed | req/s | p50 ms | p99 ms | wall s | server CPU ms/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| signal lookups, open loop at {args.rate:g}/s (1 PDQ each, recorded) | {lk['requests']} "
+        f"| {lk['failed']} | {lk['rps']} | {lk['p50_ms']} | {lk['p99_ms']} | {lk['wall_s']} "
+        f"| {_per_req(lk)} |",
+        f"| signal lookups, closed loop, {args.concurrency} clients (most/s) | {mx['requests']} "
+        f"| {mx['failed']} | {mx['rps']} | {mx['p50_ms']} | {mx['p99_ms']} | {mx['wall_s']} "
+        f"| {_per_req(mx)} |",
         f"| image uploads (sample photos) | {up['requests']} | {up['failed']} | {up['rps']} "
-        f"| {up['p50_ms']} | {up['p99_ms']} | {up['wall_s']} |",
+        f"| {up['p50_ms']} | {up['p99_ms']} | {up['wall_s']} | |",
         "",
-        f"CPU during the lookup phase: server {lk['server_cpu_s']} s, load generator "
+        f"CPU during the open-loop phase: server {lk['server_cpu_s']} s, load generator "
         f"{lk['client_cpu_s']} s, over {lk['wall_s']} s of wall time on 2 shared cores.",
         "",
         f"Decision stream: {dec['acknowledged']} decisions acknowledged, "
         f"{dec['decided_cases_reported']} decided cases reported, {dec['audit_rows']} "
         f"`review.decide` audit rows; lost: {dec['lost']}; audit chain ok: {dec['audit_verify']['ok']}.",
         "",
-        f"Server RSS during lookups: {r['warm_mib']} MiB after warm-up, {r['end_mib']} MiB at the "
-        f"end (growth {r['growth_mib']} MiB); max {r['max_mib']} MiB over the run.",
+        f"Server RSS during the open-loop phase: {r['warm_mib']} MiB after warm-up (median of its "
+        f"second fifth), {r['end_mib']} MiB at its end (median of its last fifth): growth "
+        f"{r['growth_mib']} MiB; max {r['max_mib']} MiB over the whole run "
+        f"({len(r['samples'])} samples, every {args.rss_every:g} s).",
     ])
+    # the full run's picture goes with docs/benchmarks.md; a quick run's stays in the git-ignored out/
+    png = (_common.OUT if args.quick else _common.REPO / "docs" / "img") / f"{name}-load.png"
+    plot(res, png)
+    md += f"\n\n![latency and memory over the run](img/{png.name})"
     (_common.OUT / f"{name}.md").write_text(md + "\n")
     print(md)
 

@@ -19,10 +19,14 @@ hold :attr:`Service.index_lock`; hashing an upload happens outside it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import gc
 import logging
+import os
 import threading
 import time
 import typing as t
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,7 +74,15 @@ class Metrics:
         self.matches = Counter("vigil_matches", "Block matches found", ["bank"],
                                registry=self.registry)
         self.lookups = Counter("vigil_lookups", "Items checked", ["kind"], registry=self.registry)
-        self.registry.register(_StateCollector(service))
+        #: what /metrics reports: this registry, or with ``vigil serve --workers N`` (which sets
+        #: PROMETHEUS_MULTIPROC_DIR) the counters of every worker summed from their files
+        self.scrape = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            self.scrape = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.scrape)
+        self.scrape.register(_StateCollector(service))
 
 
 class _StateCollector:
@@ -101,6 +113,42 @@ class _StateCollector:
         yield sizes
 
 
+class Leadership:
+    """Which of the processes serving one data directory runs the background work (webhook
+    deliveries, jobs, retention): the one holding an exclusive ``flock`` on ``serve.lock``.
+
+    ``vigil serve --workers N`` starts N processes; exactly one of them leads. When it exits,
+    the kernel drops its lock and another worker takes over at its next sync tick; a job it
+    left running goes back to the queue when the new leader's job runner starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: t.BinaryIO | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def try_acquire(self) -> bool:
+        if self._fh is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.path.open("a+b")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
 class Service:
     """What the routers share: the core, settings, locks, workers and metrics."""
 
@@ -123,6 +171,8 @@ class Service:
         self._secret: bytes | None = None
         self._stop_sync = threading.Event()
         self._sync_thread: threading.Thread | None = None
+        self.leadership = Leadership(vigil.settings.data_dir / "serve.lock")
+        self._background_lock = threading.Lock()
 
     @property
     def secret(self) -> bytes:
@@ -142,6 +192,20 @@ class Service:
                     self.vigil.refresh_indexes()
             except Exception:  # noqa: BLE001 - retried on the next tick
                 log.exception("index sync failed")
+            self._start_background()  # a standby worker takes over when the leader is gone
+
+    def _start_background(self) -> None:
+        """Start the background workers if this process may lead (see :class:`Leadership`)."""
+        if not self.settings.workers:
+            return
+        with self._background_lock:
+            if self.leadership.held or self._stop_sync.is_set():
+                return
+            if not self.leadership.try_acquire():
+                return
+            self.actions.start()
+            self.jobs.start()
+            self.retention.start()
 
     def start(self) -> None:
         with self.index_lock:
@@ -155,10 +219,7 @@ class Service:
         self._sync_thread = threading.Thread(target=self._sync_indexes, name="vigil-index-sync",
                                              daemon=True)
         self._sync_thread.start()
-        if self.settings.workers:
-            self.actions.start()
-            self.jobs.start()
-            self.retention.start()
+        self._start_background()
 
     def stop(self) -> None:
         self.ready = False
@@ -166,10 +227,12 @@ class Service:
         self._stop_sync.set()
         if self._sync_thread is not None:
             self._sync_thread.join(timeout=30)
-        if self.settings.workers:
-            self.actions.stop()
-            self.jobs.stop()
-            self.retention.stop()
+        with self._background_lock:
+            if self.leadership.held:
+                self.actions.stop()
+                self.jobs.stop()
+                self.retention.stop()
+                self.leadership.release()
         if self.owns_vigil:
             self.vigil.close()
 
@@ -296,10 +359,33 @@ def _install_errors(app: FastAPI) -> None:
         return _error(500, "internal", "internal error", None)
 
 
-def create_app(vigil: Vigil | None = None, settings: ServiceSettings | None = None) -> FastAPI:
+def worker_app() -> FastAPI:
+    """The app of one ``vigil serve --workers N`` process (uvicorn calls this factory in each
+    worker): a core from the environment with its indexes loaded before the first request."""
+    vigil = Vigil()
+    try:
+        _ = vigil.indexes
+        app = create_app(vigil, owns=True)
+    except BaseException:
+        vigil.close()
+        raise
+    freeze_gc()
+    return app
+
+
+def freeze_gc() -> None:
+    """Everything loaded so far lives as long as the process. Freezing it takes it out of the
+    cyclic collector's view, so a full collection under load walks only what requests allocate
+    instead of every long-lived object: shorter pauses in the latency tail."""
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(vigil: Vigil | None = None, settings: ServiceSettings | None = None, *,
+               owns: bool | None = None) -> FastAPI:
     """Build the service around ``vigil`` (or a new one from the environment)."""
     settings = settings or ServiceSettings.from_env()
-    owns = vigil is None
+    owns = vigil is None if owns is None else owns
     service = Service(vigil or Vigil(), settings, owns)
 
     @contextlib.asynccontextmanager
@@ -345,7 +431,7 @@ def create_app(vigil: Vigil | None = None, settings: ServiceSettings | None = No
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         """Prometheus metrics: requests, latencies, matches, queue depth, index sizes."""
-        return PlainTextResponse(generate_latest(service.metrics.registry),
+        return PlainTextResponse(generate_latest(service.metrics.scrape),
                                  media_type=CONTENT_TYPE_LATEST)
 
     from vigil.web.ui import mount_ui

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -66,7 +67,10 @@ def decide_case(request: Request, case_id: IdPath, body: DecisionIn,
                 p: Reviewer) -> dict[str, t.Any]:
     """One decision for all the case's items, with a statement of reasons (DSA fields)."""
     service = service_of(request)
-    with acting(p), service.index_lock:
+    # only a decision that changes a bank (disable the entry, allow the content) touches the
+    # in-memory indexes; the others must not hold up the lookups waiting for the index lock
+    changes_banks = bool(body.disable_entry or body.allow_bank)
+    with acting(p), (service.index_lock if changes_banks else contextlib.nullcontext()):
         out = review.decide(service.vigil, case_id, p.actor, body.verdict, body.reason_code,
                             body.reason_text, disable_entry=body.disable_entry,
                             allow_bank=body.allow_bank, decision_ground=body.decision_ground,

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import typing as t
 
 import typer
@@ -27,16 +29,44 @@ def serve_cmd(
     host: t.Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: t.Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: t.Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: t.Annotated[int, typer.Option(min=1, max=64, help=(
+        "Worker processes sharing the port (each with its own index copy); one runs the "
+        "background work (actions, jobs, retention)."))] = 1,
 ) -> None:
     """Run the service: JSON API under /api/v1 and the review UI at / (one process)."""
     import uvicorn
 
     from vigil.api import create_app
+    from vigil.api.app import freeze_gc
 
+    if workers > 1:
+        # each worker process builds its own core from the environment: hand it this one's
+        from vigil.api.app import worker_app  # noqa: F401 - checked importable before forking
+
+        cfg = core().settings
+        os.environ["VIGIL_DATA"] = str(cfg.data_dir)
+        if cfg.database_url:
+            os.environ["VIGIL_DATABASE_URL"] = cfg.database_url
+        # the workers' Prometheus counters go to files there, and /metrics sums them all
+        own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        if own_metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vigil-metrics-")
+        err.print(f"vigil: serving on http://{host}:{port}/ with {workers} worker processes")
+        try:
+            uvicorn.run("vigil.api.app:worker_app", factory=True, workers=workers, host=host,
+                        port=port, log_level=log_level, access_log=False,
+                        timeout_keep_alive=75)
+        finally:
+            if own_metrics_dir:
+                shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+        return
     try:
-        application = create_app(core())
+        vigil = core()
+        _ = vigil.indexes  # load (or rebuild) the indexes before serving
+        application = create_app(vigil)
     except VigilError as exc:
         fail(exc)
+    freeze_gc()
     err.print(f"vigil: serving on http://{host}:{port}/ (API docs at /api/v1/docs)")
     if os.environ.get("VIGIL_SECURE_COOKIES", "1") != "0" and host not in ("127.0.0.1", "localhost"):
         err.print("vigil: session cookies are Secure: put TLS in front of this port")

@@ -30,6 +30,7 @@ import secrets
 import typing as t
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from vigil.core import audit
 from vigil.errors import Forbidden, NotFound, Unauthorized, UsageError, VigilError
@@ -168,9 +169,17 @@ def _aware(v: dt.datetime) -> dt.datetime:
 
 def server_secret(store: Store) -> bytes:
     """A random key kept in the store, for signing UI session cookies (made on first use)."""
-    with store.transaction() as s:
-        row = s.get(Meta, "session_secret")
-        if row is None:
-            row = Meta(key="session_secret", value=secrets.token_hex(32))
-            s.add(row)
-        return bytes.fromhex(row.value)
+    try:
+        with store.transaction() as s:
+            row = s.get(Meta, "session_secret")
+            if row is None:
+                row = Meta(key="session_secret", value=secrets.token_hex(32))
+                s.add(row)
+            return bytes.fromhex(row.value)
+    except (VigilError, IntegrityError):
+        # another process (a second `vigil serve` worker) made it at the same moment: use theirs
+        with store.read() as s:
+            row = s.get(Meta, "session_secret")
+            if row is None:
+                raise
+            return bytes.fromhex(row.value)

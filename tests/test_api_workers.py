@@ -1,0 +1,141 @@
+"""The service with more than one worker: recording of lookups, background-work leadership,
+and ``vigil serve --workers 2`` as real processes (shared port, summed metrics, jobs run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from test_api_support import (  # noqa: F401 - fixtures
+    Client,
+    auth,
+    bank_with_photo,
+    service_settings,
+    svc,
+    tokens,
+)
+from vigil.api import create_app
+from vigil.config import Settings
+from vigil.core.app import Vigil
+from vigil.core.auth import create_token
+
+
+def test_unmatched_signal_lookups_are_recorded(svc, tokens, photos):
+    """Lookups that match nothing are recorded too (they take a bulk insert, hits the ORM)."""
+    bank_with_photo(svc, tokens, photos[0])
+    h = svc.post("/api/v1/hash", headers=auth(tokens["submitter"]),
+                 files={"file": ("a.jpg", photos[0].read_bytes(), "image/jpeg")}).json()
+    pdq = next(s["value"] for s in h["signals"] if s["type"] == "pdq")
+    misses = ["0" * 64, "f" * 64]
+    r = svc.post("/api/v1/match/signals", headers=auth(tokens["submitter"]),
+                 json={"signals": [f"pdq:{misses[0]}", f"pdq:{pdq}", f"pdq:{misses[1]}"]})
+    assert [bool(x["matches"]) for x in r.json()["results"]] == [False, True, False]
+    rd = auth(tokens["reviewer"])
+    unmatched = svc.get("/api/v1/submissions?matched=false", headers=rd).json()["submissions"]
+    recorded = {s["signals"][0]["value"] for s in unmatched if s["signals"]}
+    assert set(misses) <= recorded
+    assert all(s["error"] is None and s["matches"] == [] and s["seen_at"] for s in unmatched)
+    matched = svc.get("/api/v1/submissions?matched=true", headers=rd).json()["submissions"]
+    assert [s["signals"][0]["value"] for s in matched if s["signals"]
+            and s["signals"][0]["type"] == "pdq"] == [pdq]
+    # not recorded when asked not to
+    before = svc.get("/api/v1/submissions", headers=rd).json()["total"]
+    svc.post("/api/v1/match/signals", headers=auth(tokens["submitter"]),
+             json={"signals": ["pdq:" + "1" * 64], "record": False})
+    assert svc.get("/api/v1/submissions", headers=rd).json()["total"] == before
+
+
+def test_one_process_leads_the_background_work(core):
+    """Two services on one data directory: one runs deliveries, jobs and retention; when it
+    stops, the other takes over at its next sync tick."""
+    settings = service_settings(workers=True, index_sync_s=0.05)
+    first = create_app(core, settings)
+    second = create_app(core, settings)
+    with Client(first):
+        lead = first.state.service
+        with Client(second):
+            standby = second.state.service
+            time.sleep(0.2)
+            assert lead.leadership.held and not standby.leadership.held
+            assert lead.jobs._thread is not None and standby.jobs._thread is None
+        assert not standby.leadership.held  # stopped: gave nothing up, took nothing
+        third = create_app(core, settings)
+    with Client(third):
+        deadline = time.monotonic() + 5
+        while not third.state.service.leadership.held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert third.state.service.leadership.held
+        assert third.state.service.jobs._thread is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_serve_with_two_worker_processes(tmp_path: Path, photos) -> None:
+    data = tmp_path / "data"
+    v = Vigil(Settings(data_dir=data))
+    try:
+        v.create_bank("known")
+        list(v.add_files("known", [photos[0]], {"release": "r1"}))
+        token = create_token(v.store, "t", "admin")["token"]
+    finally:
+        v.close()
+    port = _free_port()
+    env = {**os.environ, "VIGIL_DATA": str(data), "VIGIL_SECURE_COOKIES": "0"}
+    env.pop("VIGIL_DATABASE_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from vigil.cli.main import main; main()", "serve",
+         "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        h = auth(token)
+        n = 40
+        for i in range(n):  # a new connection each: the kernel spreads them over the workers
+            r = httpx.post(base + "/api/v1/match/signals", headers=h,
+                           json={"signals": [f"pdq:{i:064x}"]}, timeout=30)
+            assert r.status_code == 200 and r.json()["results"][0]["matches"] == []
+        metrics = httpx.get(base + "/metrics", timeout=30).text
+        line = next(ln for ln in metrics.splitlines()
+                    if ln.startswith('vigil_lookups_total{kind="signal"}'))
+        assert float(line.split()[-1]) == n  # summed over both workers
+        job = httpx.post(base + "/api/v1/jobs", headers=h, timeout=30,
+                         files={"file": ("p.jpg", photos[0].read_bytes(), "image/jpeg")}).json()
+        deadline = time.monotonic() + 60
+        while (st := httpx.get(f"{base}/api/v1/jobs/{job['id']}", headers=h,
+                               timeout=30).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.2)
+        assert st["status"] == "done" and st["result"]["matches"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            _, errors = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, errors = server.communicate()
+    assert server.returncode == 0, errors[-2000:]
+    assert "with 2 worker processes" in errors
