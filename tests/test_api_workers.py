@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from test_api_support import (  # noqa: F401 - fixtures
     Client,
     auth,
@@ -22,6 +21,7 @@ from test_api_support import (  # noqa: F401 - fixtures
     svc,
     tokens,
 )
+
 from vigil.api import create_app
 from vigil.config import Settings
 from vigil.core.app import Vigil
@@ -65,7 +65,7 @@ def test_one_process_leads_the_background_work(core):
             standby = second.state.service
             time.sleep(0.2)
             assert lead.leadership.held and not standby.leadership.held
-            assert lead.jobs._thread is not None and standby.jobs._thread is None
+            assert lead.jobs.running and not standby.jobs.running
         assert not standby.leadership.held  # stopped: gave nothing up, took nothing
         third = create_app(core, settings)
     with Client(third):
@@ -73,7 +73,7 @@ def test_one_process_leads_the_background_work(core):
         while not third.state.service.leadership.held and time.monotonic() < deadline:
             time.sleep(0.05)
         assert third.state.service.leadership.held
-        assert third.state.service.jobs._thread is not None
+        assert third.state.service.jobs.running
 
 
 def _free_port() -> int:

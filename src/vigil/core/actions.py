@@ -27,7 +27,6 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 import time
 import typing as t
 from urllib.parse import urlsplit
@@ -36,8 +35,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vigil.core import audit
+from vigil.core.background import BackgroundLoop
 from vigil.core.labels import SEVERITIES
-from vigil.errors import Conflict, NotFound, UsageError, VigilError
+from vigil.errors import Conflict, NotFound, UsageError
 from vigil.store.db import Store
 from vigil.store.models import utcnow
 from vigil.store.service_models import ActionAttempt, ActionDelivery, ActionRule, Webhook
@@ -318,40 +318,27 @@ def deliver_due(store: Store, policy: DeliveryPolicy, client: t.Any, *, limit: i
     return n
 
 
-class ActionWorker:
+class ActionWorker(BackgroundLoop):
     """A background thread that delivers due actions every ``interval_s`` (and when woken)."""
 
+    thread_name = "vigil-actions"
+    what = "action delivery round"
+
     def __init__(self, store: Store, policy: DeliveryPolicy, interval_s: float = 1.0) -> None:
+        super().__init__(interval_s)
         self.store = store
         self.policy = policy
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._client: t.Any = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="vigil-actions", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
+    def setup(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False) as client:
-            while not self._stop.is_set():
-                try:
-                    deliver_due(self.store, self.policy, client)
-                except VigilError as exc:  # a busy database: try again next round
-                    log.warning("action delivery round failed: %s", exc.message)
-                except Exception:
-                    log.exception("action delivery round failed")
-                self._wake.wait(self.interval_s)
-                self._wake.clear()
+        self._client = httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False)
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def run_round(self) -> None:
+        deliver_due(self.store, self.policy, self._client)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 import typing as t
 import uuid
@@ -24,6 +23,7 @@ import uuid
 from sqlalchemy import CursorResult, select, update
 
 from vigil.core import audit
+from vigil.core.background import BackgroundLoop
 from vigil.errors import NotFound, UsageError, VigilError
 from vigil.store.db import Store
 from vigil.store.models import utcnow
@@ -64,14 +64,14 @@ def get(store: Store, job_id: str) -> dict[str, t.Any]:
         return job_dict(j)
 
 
-class JobRunner:
+class JobRunner(BackgroundLoop):
+    thread_name = "vigil-jobs"
+    what = "job round"
+
     def __init__(self, store: Store, interval_s: float = 0.5) -> None:
+        super().__init__(interval_s)
         self.store = store
-        self.interval_s = interval_s
         self.handlers: dict[str, Handler] = {}
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def register(self, kind: str, handler: Handler) -> None:
         if kind in self.handlers:
@@ -81,17 +81,7 @@ class JobRunner:
     def start(self) -> None:
         with self.store.transaction() as s:  # recover jobs of a process that died mid-job
             s.execute(update(Job).where(Job.status == "running").values(status="queued"))
-        self._thread = threading.Thread(target=self._run, name="vigil-jobs", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        super().start()
 
     def run_once(self) -> bool:
         """Claim and run one queued job; False when there was none."""
@@ -142,14 +132,6 @@ class JobRunner:
 
         return write
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                while not self._stop.is_set() and self.run_once():
-                    pass
-            except VigilError as exc:
-                log.warning("job round failed: %s", exc.message)
-            except Exception:
-                log.exception("job round failed")
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+    def run_round(self) -> None:
+        while not self.stopping and self.run_once():
+            pass

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import time
 import typing as t
 from pathlib import Path
 
 from sqlalchemy import select
 
 from vigil.core import audit
+from vigil.core.background import BackgroundLoop
 from vigil.core.review import MEDIA_DIR
-from vigil.errors import VigilError
 from vigil.store.db import Store
 from vigil.store.models import utcnow
 from vigil.store.service_models import ReviewItem
@@ -61,30 +59,16 @@ def purge(store: Store, data_dir: Path, days: float = DEFAULT_DAYS,
             "cutoff": audit._ts(cutoff) + "Z"}
 
 
-class RetentionWorker:
+class RetentionWorker(BackgroundLoop):
     """Runs :func:`purge` every ``interval_s`` seconds in a background thread."""
 
+    thread_name = "vigil-retention"
+    what = "retention purge"
+    min_wait_s = 1.0
+
     def __init__(self, store: Store, data_dir: Path, days: float, interval_s: float = 3600) -> None:
-        self.store, self.data_dir, self.days, self.interval_s = store, data_dir, days, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval_s)
+        self.store, self.data_dir, self.days = store, data_dir, days
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="vigil-retention", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                purge(self.store, self.data_dir, self.days)
-            except VigilError as exc:
-                log.warning("retention purge failed: %s", exc.message)
-            except Exception:
-                log.exception("retention purge failed")
-            self._stop.wait(max(1.0, self.interval_s - (time.monotonic() - started)))
+    def run_round(self) -> None:
+        purge(self.store, self.data_dir, self.days)
