@@ -216,3 +216,32 @@ def test_a_running_process_sees_other_processes_changes_on_its_next_match(settin
     assert a.refresh_indexes() == 0  # nothing new: only the head check ran
     a.close()
     b.close()
+
+
+def test_bank_settings_changed_elsewhere_apply_at_the_next_match(settings, photos):
+    """A running process reuses the banks' settings between matches; another process changing a
+    threshold, a bank's kind of use, or deleting the bank is seen at the next match anyway."""
+    a = Vigil(settings)
+    a.create_bank("known")
+    sig = [s for s in hash_file(photos[0]).signals if s.type == "pdq"]
+    v = int(sig[0].value, 16) ^ 0b1111111  # 7 bits away
+    near = [Signal("pdq", f"{v:064x}", 100)]
+    (eid,) = a.add_entries("known", [EntrySpec(sig)])
+    for _ in range(2):  # the second match reuses the cached settings
+        assert [h.entry_id for h in a.match_signals(near, record=False)[0].outcome.matches] == [eid]
+    b = Vigil(settings)
+    b.set_thresholds("known", {"pdq": 5})
+    assert a.match_signals(near, record=False)[0].outcome.matches == []
+    b.set_thresholds("known", {"pdq": 31})
+    assert [h.entry_id for h in a.match_signals(near, record=False)[0].outcome.matches] == [eid]
+    a.set_thresholds("known", {"pdq": 6})  # this process's own change, too
+    assert a.match_signals(near, record=False)[0].outcome.matches == []
+    b.create_bank("benign", kind="allow")
+    b.add_entries("benign", [EntrySpec(sig)])
+    a.set_thresholds("known", {"pdq": 31})
+    out = a.match_signals(near, record=False)[0].outcome
+    assert out.matches == [] and [h.bank for h in out.suppressed] == ["known"]
+    b.delete_bank("benign")
+    assert [h.entry_id for h in a.match_signals(near, record=False)[0].outcome.matches] == [eid]
+    a.close()
+    b.close()

@@ -27,7 +27,7 @@ from vigil.core.robust import MODES as robust_modes
 from vigil.core.robust import RobustIndex, robust_mode, store_payloads
 from vigil.errors import UsageError, VigilError
 from vigil.signals import Signal
-from vigil.store.db import Store, sqlite_url
+from vigil.store.db import Store, bump_banks_version, sqlite_url
 from vigil.store.models import Bank, Entry, Match, Submission, utcnow
 
 __all__ = ["ItemResult", "ScanSummary", "Vigil"]
@@ -80,6 +80,9 @@ class Vigil:
         self._indexes: IndexSet | None = None
         self._robust: RobustIndex | None = None
         self._video: videoops.VideoIndex | None = None
+        self._matcher: Matcher | None = None
+        #: the banks' version token read by the last refresh_indexes (see Matcher.banks_token)
+        self._banks_token: str | None = None
         #: hooks of the service (vigil.core.audit, vigil.core.review); on by default for the CLI too
         self.audit_changes = True
         self.review_queue = os.environ.get("VIGIL_REVIEW_QUEUE", "1") != "0"
@@ -107,7 +110,11 @@ class Vigil:
 
     @property
     def matcher(self) -> Matcher:
-        return Matcher(self.indexes, self.robust)
+        m = self._matcher
+        if m is None or m.indexes is not self.indexes or m.robust is not self.robust:
+            m = self._matcher = Matcher(self.indexes, self.robust)
+        m.banks_token = self._banks_token
+        return m
 
     def _applied(self, rows: t.Sequence[t.Any]) -> None:
         if self._indexes is not None and rows:
@@ -124,12 +131,7 @@ class Vigil:
         loaded = [i for i in (self._indexes, self._robust, self._video) if i is not None]
         if not loaded:
             return 0
-        from sqlalchemy import func
-
-        from vigil.store.models import IndexLog
-
-        with self.store.read() as s:
-            head = int(s.scalar(select(func.max(IndexLog.seq))) or 0)
+        head, self._banks_token = self.store.change_marks()  # the matcher's cache key
         return sum(idx.catch_up() for idx in loaded if head > idx.last_seq)
 
     def close(self) -> None:
@@ -181,6 +183,7 @@ class Vigil:
                     s.add_all(IndexLog(signal_id=r.signal_id, signal_type=r.signal_type,
                                        op="remove") for r in rows)
                 s.execute(sql_delete(Bank).where(Bank.id == bank.id))
+                bump_banks_version(s)  # a Core delete: the ORM's flush hook does not see it
                 self._audit(s, "bank.delete", f"bank:{name}", {"signals": len(rows)})
         except IntegrityError as exc:
             raise Conflict(f"bank {name!r} is still referenced and cannot be deleted",
@@ -341,20 +344,27 @@ class Vigil:
         outcomes = self.matcher.match_many([Query([sig]) for sig in signals])
         items = [ItemResult(signal=str(sig), outcome=o) for sig, o in zip(signals, outcomes)]
         if record:
-            with self.store.transaction() as s:
-                # Most looked-up signals match nothing: their submission rows go in as one
-                # executemany instead of through the ORM unit of work, the largest single item
-                # in a profile of the service under lookup load. Hits take the full path.
-                plain: list[dict[str, t.Any]] = []
-                now = utcnow()
-                for sig, item in zip(signals, items):
-                    o = item.outcome
-                    if o is not None and not (o.matches or o.allowed) and item.error is None:
-                        plain.append({"signals": {"signals": [sig.to_dict()]}, "seen_at": now})
-                    else:
+            # Most looked-up signals match nothing: their submission rows go in as one
+            # executemany, and without an ORM session when the whole batch missed; the unit of
+            # work was the largest single item in a profile of the service under lookup load.
+            # Hits take the full path (matches, review queue).
+            plain: list[dict[str, t.Any]] = []
+            hits: list[tuple[Signal, ItemResult]] = []
+            now = utcnow()
+            for sig, item in zip(signals, items):
+                o = item.outcome
+                if o is not None and not (o.matches or o.allowed) and item.error is None:
+                    plain.append({"signals": {"signals": [sig.to_dict()]}, "seen_at": now})
+                else:
+                    hits.append((sig, item))
+            if hits:
+                with self.store.transaction() as s:
+                    for sig, item in hits:
                         self._record(s, item, {"signals": [sig.to_dict()]})
-                if plain:
-                    s.execute(insert(Submission), plain)
+                    if plain:
+                        s.execute(insert(Submission), plain)
+            elif plain:
+                self.store.execute_insert(insert(Submission), plain)
         return items
 
     def _finish_files(self, results: t.Sequence[HashResult], *, record: bool,

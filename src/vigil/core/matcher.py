@@ -110,11 +110,24 @@ class Matcher:
         self.indexes = indexes
         self.store = indexes.store
         self.robust = robust
+        #: the store's banks version token as last read by the owner (``Vigil.refresh_indexes``
+        #: sets it before each match); None: read the banks at every match
+        self.banks_token: str | None = None
+        self._banks: tuple[str, dict[int, tuple[Bank, dict[str, int]]]] | None = None
 
     def _bank_thresholds(self) -> dict[int, tuple[Bank, dict[str, int]]]:
+        """Each bank with its effective thresholds. Reused while the banks' version token is
+        unchanged: every transaction that changes a bank replaces the token
+        (:func:`vigil.store.db.bump_banks_version`), so a reused copy is never stale."""
+        token = self.banks_token
+        if token is not None and self._banks is not None and self._banks[0] == token:
+            return self._banks[1]
         with self.store.read() as s:
             banks = s.scalars(select(Bank)).all()
-            return {b.id: (b, effective_thresholds(b)) for b in banks}
+            out = {b.id: (b, effective_thresholds(b)) for b in banks}
+        if token is not None:
+            self._banks = (token, out)
+        return out
 
     def match(self, query: Query) -> MatchOutcome:
         return self.match_many([query])[0]

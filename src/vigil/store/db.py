@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import re
 import typing as t
 import uuid
@@ -20,7 +21,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vigil.errors import StoreError
-from vigil.store.models import Meta
+from vigil.store.models import Bank, Meta
 
 __all__ = ["Store", "current_revision", "head_revision", "migrate", "sqlite_url"]
 
@@ -81,6 +82,52 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+#: ``meta`` key of a random token replaced in every transaction that changes a bank's row
+#: (creation, thresholds, modes, deletion): a process may cache the banks' settings for as long
+#: as the token it read is the current one (see :meth:`vigil.core.app.Vigil.refresh_indexes`).
+BANKS_VERSION = "banks_version"
+
+
+def bump_banks_version(session: Session) -> None:
+    """Replace the banks' version token, in ``session``'s transaction (once per transaction).
+
+    A fresh random value rather than a counter: an upsert of a new token needs no read first, and
+    two writers can never leave the same value behind (no ABA); on PostgreSQL the row lock orders
+    concurrent bumps, so the last one committed is what everyone reads."""
+    if session.info.get("banks_bumped"):
+        return
+    session.info["banks_bumped"] = True
+    token = uuid.uuid4().hex
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    session.execute(upsert(Meta).values(key=BANKS_VERSION, value=token)
+                    .on_conflict_do_update(index_elements=[Meta.key], set_={"value": token}))
+
+
+def _watch_banks(session: Session, _ctx: t.Any, _instances: t.Any) -> None:
+    """Before each flush: a bank row added, changed or deleted through the ORM bumps the token."""
+    if any(isinstance(o, Bank) for o in itertools.chain(session.new, session.dirty, session.deleted)):
+        bump_banks_version(session)
+
+
+def _transaction_over(session: Session, *_: t.Any) -> None:
+    session.info.pop("banks_bumped", None)
+
+
+def _change_marks_query() -> t.Any:
+    from sqlalchemy import func
+
+    from vigil.store.models import IndexLog
+
+    return select(select(func.max(IndexLog.seq)).scalar_subquery(),
+                  select(Meta.value).where(Meta.key == BANKS_VERSION).scalar_subquery())
+
+
+_CHANGE_MARKS = _change_marks_query()
+
+
 class Store:
     """The database: an engine, a session factory and the store's identity."""
 
@@ -102,6 +149,9 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc}", url=self.safe_url) from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.sessions, "before_flush", _watch_banks)
+        event.listen(self.sessions, "after_commit", _transaction_over)
+        event.listen(self.sessions, "after_rollback", _transaction_over)
         self.store_id = self._store_id()
 
     @property
@@ -140,6 +190,21 @@ class Store:
             yield session
         finally:
             session.close()
+
+    def change_marks(self) -> tuple[int, str]:
+        """The change log's head and the banks' version token, in one cheap round trip: what a
+        long-running process checks before each match to know whether it is behind."""
+        with self.engine.connect() as conn:
+            head, token = conn.execute(_CHANGE_MARKS).one()
+        return int(head or 0), str(token or "")
+
+    def execute_insert(self, stmt: t.Any, rows: list[dict[str, t.Any]]) -> None:
+        """One executemany in its own transaction, without an ORM session (a hot path)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(stmt, rows)
+        except OperationalError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
 
     def meta(self, key: str) -> str | None:
         with self.read() as s:
