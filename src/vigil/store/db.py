@@ -135,10 +135,15 @@ class Store:
         self.url = url
         try:
             if url.startswith("sqlite"):
-                path = url.split("///", 1)[-1]
-                if path and path != ":memory:":
+                path = url.split("///", 1)[1] if "///" in url else ""  # sqlite:// is in memory
+                memory = path in ("", ":memory:")
+                if not memory:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.engine = create_engine(url)
+                # more pooled connections than SQLAlchemy's default 5: the service's threads
+                # (lookups, request handlers, workers) otherwise open and set up overflow
+                # connections again and again under load
+                self.engine = (create_engine(url) if memory
+                               else create_engine(url, pool_size=16, max_overflow=16))
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
