@@ -4,6 +4,7 @@ verification, and the tier inside the matcher cascade (on both databases)."""
 from __future__ import annotations
 
 import json
+import typing as t
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,181 @@ def test_cli_match_explain_draws_overlay(tmp_path, photos, giraffe, db_url):
     r = cli("match", "--explain", str(photos[9]), "--out", str(tmp_path / "n.png"))
     assert r.exit_code == 0 and "no verified" in r.stdout
     assert not (tmp_path / "n.png").exists()
+
+
+# -- the cheaper verification, the mirrored query, the index layout -------------------------------
+def test_ratio_matches_agree_with_opencv_brute_force(giraffe):
+    """FAISS's two nearest neighbours give the same ratio-test matches, one per reference
+    keypoint, as OpenCV's brute-force matcher (ties aside)."""
+    import cv2
+
+    from vigil.core.robust import RATIO, ratio_matches
+
+    ref = _analyse(giraffe).banked
+    w, h = giraffe.size
+    q = _analyse(giraffe.crop((int(w * 0.1), 0, w, int(h * 0.9))).rotate(4)).query
+    qi, ri = ratio_matches(q.desc, ref.desc)
+    assert len(set(ri.tolist())) == len(ri) >= 30  # one query keypoint per reference keypoint
+    best: dict[int, t.Any] = {}
+    for m in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.desc, ref.desc, k=2):
+        if len(m) == 2 and m[0].distance < RATIO * m[1].distance and (
+                m[0].trainIdx not in best or m[0].distance < best[m[0].trainIdx].distance):
+            best[m[0].trainIdx] = m[0]
+    theirs = {(m.queryIdx, m.trainIdx) for m in best.values()}
+    ours = set(zip(qi.tolist(), ri.tolist()))
+    assert len(ours & theirs) >= 0.95 * max(len(ours), len(theirs))
+
+
+def test_mirrored_features_are_the_mirrored_pictures(giraffe):
+    """The mirrored query re-describes the mirrored keypoints instead of detecting anew: the
+    result must be (nearly) what detecting on the mirrored picture gives."""
+    from vigil.signals.robust import extract_features, mirror_features
+
+    ra = _analyse(giraffe)
+    mirrored = mirror_features(ra.grey, ra.query)
+    w = ra.grey.shape[1]
+    assert np.allclose(np.sort(mirrored.xy[:, 0]), np.sort(w - 1 - ra.query.xy[:, 0]), atol=0.01)
+    fresh = extract_features(np.ascontiguousarray(ra.grey[:, ::-1]))
+    # descriptors at the same place agree with those of a fresh detection on the mirrored picture
+    gap = np.linalg.norm(mirrored.xy[:, None, :] - fresh.xy[None, :, :], axis=2)
+    near = gap.argmin(1)
+    same = gap[np.arange(len(near)), near] < 1.5
+    bits = np.unpackbits(mirrored.desc[same] ^ fresh.desc[near[same]], axis=1).sum(1)
+    assert same.mean() >= 0.8 and (bits <= 40).mean() >= 0.7  # a wrong angle gives ~128 bits
+    # and it still finds a mirrored crop (the verification test above checks the variant)
+    assert verify(mirrored, ra.banked) is None  # a mirror is not the picture itself
+
+
+def test_flat_index_file_gets_lists_once_big_enough(tmp_path, monkeypatch):
+    """A file written flat (e.g. by a version with a higher FLAT_LIMIT) is given inverted lists on
+    load when its size calls for them, and still finds what it holds."""
+    monkeypatch.setattr(local_index, "FLAT_LIMIT", 10**9)
+    idx = LocalFeatureIndex()
+    data = {i: _codes(256, 100 + i) for i in range(1, 21)}
+    for i, c in data.items():
+        idx.add(np.full(len(c), i, np.int64), c)
+    path = tmp_path / "flat.vlfx"
+    write_local_index(path, {"last_seq": 1}, idx)
+    assert idx.nlist == 0
+    monkeypatch.setattr(local_index, "FLAT_LIMIT", 2000)
+    _, back = read_local_index(path)
+    assert back.nlist > 0 and len(back) == 20 * 256
+    assert back.vote(data[11])[0][0] == 11
+
+
+# -- embedded pictures ---------------------------------------------------------------------------
+def _picture_in_picture(picture: Image.Image, scale: float = 0.22, at: tuple[int, int] = (480, 100),
+                        level: int = 25) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """``picture`` at ``scale`` of the width of a 1024x683 dark noisy background."""
+    rng = np.random.default_rng(0)
+    bg = Image.fromarray(np.clip(rng.normal(level, 6, (683, 1024, 3)), 0, 255).astype(np.uint8))
+    w = round(1024 * scale)
+    h = round(w * picture.height / picture.width)
+    bg.paste(picture.resize((w, h), Image.Resampling.LANCZOS), at)
+    return bg, (at[0], at[1], at[0] + w, at[1] + h)
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_embedded_picture_is_found_cut_out_and_verified(giraffe, photos):
+    from vigil.signals.robust import find_embedded
+
+    img, truth = _picture_in_picture(giraffe)
+    data = encode_image(img, "JPEG", quality=90)
+    ra = OrbSignal.analyse(decode_image(data), data)
+    ref = _analyse(giraffe).banked
+    whole = verify(ra.query, ref)
+    assert whole is None or whole.inliers < 15  # too small for the whole-picture pass
+    k = ra.grey.shape[1] / 1024
+    rects = find_embedded(ra.grey)
+    assert rects and _iou(rects[0], [c * k for c in truth]) > 0.85
+    found = [v for v in (verify(f, ref) for f in ra.regions()) if v is not None]
+    best = max(found, key=lambda v: v.inliers)
+    assert best.inliers >= 30 and best.coverage >= 0.5
+    # the evidence region is where the picture is, in the query's (decoded luma) coordinates
+    lk = ra.luma_size[1] / 1024
+    xs, ys = [p[0] for p in best.quad], [p[1] for p in best.quad]
+    assert _iou((min(xs), min(ys), max(xs), max(ys)), [c * lk for c in truth]) > 0.85
+    # another picture embedded the same way: a rectangle, but nothing that verifies
+    with Image.open(photos[9]) as im:
+        other, _ = _picture_in_picture(im.convert("RGB"))
+    data = encode_image(other, "JPEG", quality=90)
+    ra = OrbSignal.analyse(decode_image(data), data)
+    assert find_embedded(ra.grey)
+    assert all(verify(f, ref) is None for f in ra.regions())
+
+
+def test_cascade_finds_a_small_embedded_picture(core, photos, tmp_path, giraffe):
+    core.create_bank("known")
+    eid = _bank_photo(core, photos[0])
+    _bank_photo(core, photos[5])
+    img, _ = _picture_in_picture(giraffe)
+    q = save(img, tmp_path / "pip.jpg", quality=90)
+    (hit,) = core.match_file(q).to_dict()["matches"]
+    assert hit["entry_id"] == eid and hit["variant"] == "robust+region"
+    assert hit["evidence"]["inliers"] >= 15 and len(hit["evidence"]["region"]) == 4
+    with Image.open(photos[9]) as im:
+        other, _ = _picture_in_picture(im.convert("RGB"))
+    assert core.match_file(save(other, tmp_path / "o.jpg", quality=90)).to_dict()["matches"] == []
+
+
+# -- exports carry the payloads --------------------------------------------------------------------
+def test_jsonl_export_import_round_trips_a_robust_bank(tmp_path, photos, giraffe, db_url):
+    """`vigil bank export --format jsonl` carries each orb payload (base64); importing it into an
+    empty store there makes the robust tier match with it. A payload that does not match its
+    digest fails the whole import, which then adds nothing."""
+    import base64
+
+    from typer.testing import CliRunner
+
+    from vigil.cli.main import app
+
+    runner = CliRunner()
+
+    def cli(base: list[str], *args: str):
+        return runner.invoke(app, [*base, *args], env={"COLUMNS": "200"})
+
+    a = ["--data-dir", str(tmp_path / "a"), "--database-url", db_url]
+    b = ["--data-dir", str(tmp_path / "b"), "--database-url", f"sqlite:///{tmp_path / 'b.db'}"]
+    assert cli(a, "bank", "create", "known").exit_code == 0
+    assert cli(a, "bank", "add", "known", str(photos[0])).exit_code == 0
+    out = tmp_path / "known.jsonl"
+    r = cli(a, "bank", "export", "known", "--format", "jsonl", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    (line,) = out.read_text().splitlines()
+    (orb,) = [s for s in json.loads(line)["signals"] if s["type"] == "orb"]
+    assert payload_digest(base64.b64decode(orb["payload"])) == orb["value"]
+    q = _evade(giraffe, tmp_path, "q.jpg")
+    assert cli(b, "bank", "create", "copy").exit_code == 0
+    # a tampered payload: rejected with its line, nothing imported
+    bad = json.loads(line)
+    for s in bad["signals"]:
+        if s["type"] == "orb":
+            raw = bytearray(base64.b64decode(s["payload"]))
+            raw[-1] ^= 0xFF
+            s["payload"] = base64.b64encode(bytes(raw)).decode()
+    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    r = cli(b, "bank", "import", "copy", str(tmp_path / "bad.jsonl"), "--format", "jsonl")
+    assert r.exit_code != 0 and "line 1" in r.output
+    r = cli(b, "match", str(q), "--json")
+    assert json.loads(r.stdout.strip().splitlines()[-1])["matches"] == []
+    # the real export: the copy matches the evaded picture through the robust tier
+    r = cli(b, "bank", "import", "copy", str(out), "--format", "jsonl", "--json")
+    assert r.exit_code == 0, r.output
+    r = cli(b, "match", str(q), "--json")
+    (hit,) = json.loads(r.stdout.strip().splitlines()[-1])["matches"]
+    assert hit["variant"] == "robust" and hit["signal_type"] == "orb"
+
+
+def test_query_features_survive_pickling(giraffe):
+    """Hash results travel between processes (parallel scans): the analysis must pickle, and the
+    mirrored query still works on the other side."""
+    import pickle
+
+    ra = pickle.loads(pickle.dumps(_analyse(giraffe)))
+    assert len(ra.mirrored()) == len(ra.query)

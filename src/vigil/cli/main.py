@@ -344,10 +344,13 @@ def bank_export(
         fail(exc if isinstance(exc, VigilError) else UsageError(str(exc)))
     try:
         if fmt == "jsonl":
+            from vigil.core.robust import export_signal_dicts
+
             for e, sigs in v.export(name):
                 fh.write(json.dumps({
                     "entry_id": e.id, "reference": e.reference, "labels": e.labels,
-                    "signals": [Signal(r.type, r.value, r.quality, r.variant).to_dict() for r in sigs],
+                    # orb rows carry their payload (base64), so the import can match with it
+                    "signals": export_signal_dicts(v.store, sigs),
                 }, ensure_ascii=False) + "\n")
         else:
             extra = {k for e, _ in v.export(name) for k in e.labels}

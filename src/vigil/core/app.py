@@ -293,7 +293,8 @@ class Vigil:
             raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
         if not specs:
             return 0
-        added = len(self.add_entries(bank_name, specs))
+        payloads = {d: b for spec in specs for d, b in spec.payloads.items()}
+        added = len(self.add_entries(bank_name, specs, payloads))
         if added >= SAVE_AFTER:
             # bring the index file up to date now, so the next process loads it instead of
             # replaying (or rebuilding for) the whole import

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vigil.core.labels import KNOWN_LABELS, validate_labels
-from vigil.core.robust import robust_mode
+from vigil.core.robust import payload_from_export, robust_mode
 from vigil.errors import Conflict, ImportFormatError, InvalidSignal, NotFound, UsageError
 from vigil.signals import Signal, registry
 from vigil.store.models import Bank, Entry, IndexLog, Meta, SignalRow, utcnow
@@ -54,6 +54,8 @@ class EntrySpec:
     signals: list[Signal]
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     reference: str | None = None
+    #: local-feature payloads behind ``orb`` signals, by digest (JSONL imports carry them)
+    payloads: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 # -- banks ---------------------------------------------------------------------------------------
@@ -348,6 +350,7 @@ def _parse_jsonl(text: t.TextIO) -> list[EntrySpec]:
         if not isinstance(obj, dict):
             raise ImportFormatError(f"line {line_no}: expected a JSON object", line=line_no)
         sigs: list[Signal] = []
+        payloads: dict[str, bytes] = {}
         if "signals" in obj:
             if not isinstance(obj["signals"], list):
                 raise ImportFormatError(f"line {line_no}: 'signals' must be a list", line=line_no)
@@ -358,6 +361,13 @@ def _parse_jsonl(text: t.TextIO) -> list[EntrySpec]:
                 elif isinstance(item, dict) and "type" in item and "value" in item:
                     sigs.append(_signal_from(str(item["type"]), str(item["value"]), line_no,
                                              item.get("quality"), item.get("variant")))
+                    if item.get("payload") is not None and sigs[-1].type == "orb":
+                        try:  # the local features behind an orb digest (see vigil.core.robust)
+                            payloads[sigs[-1].value] = payload_from_export(sigs[-1].value,
+                                                                           item["payload"])
+                        except InvalidSignal as exc:
+                            raise ImportFormatError(f"line {line_no}: {exc.message}",
+                                                    line=line_no) from exc
                 else:
                     raise ImportFormatError(
                         f"line {line_no}: each signal must be 'type:value' or "
@@ -376,7 +386,7 @@ def _parse_jsonl(text: t.TextIO) -> list[EntrySpec]:
         if not isinstance(labels, dict):
             raise ImportFormatError(f"line {line_no}: 'labels' must be an object", line=line_no)
         try:
-            specs.append(EntrySpec(sigs, validate_labels(labels), obj.get("reference")))
+            specs.append(EntrySpec(sigs, validate_labels(labels), obj.get("reference"), payloads))
         except UsageError as exc:
             raise ImportFormatError(f"line {line_no}: {exc.message}", line=line_no) from exc
     return specs

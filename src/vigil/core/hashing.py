@@ -99,7 +99,7 @@ def hash_file(path: Path, limits: ImageLimits | None = None, *,
     except MediaError as exc:
         result.error = exc  # an image we could not decode safely: a real failure
         return result
-    _add_image_signals(result, image, local_features)
+    _add_image_signals(result, image, local_features, data)
     return result
 
 
@@ -114,7 +114,8 @@ def _add_video_signals(result: HashResult, data: bytes, path: Path,
         result.error = exc  # a video we could not decode safely: a real failure
 
 
-def _add_image_signals(result: HashResult, image: DecodedImage, local_features: bool = True) -> None:
+def _add_image_signals(result: HashResult, image: DecodedImage, local_features: bool = True,
+                       source: bytes | None = None) -> None:
     result.media = {
         "kind": "image",
         "format": image.format,
@@ -131,7 +132,7 @@ def _add_image_signals(result: HashResult, image: DecodedImage, local_features: 
             if not local_features:
                 continue
             try:
-                result.robust = OrbSignal.analyse(image)
+                result.robust = OrbSignal.analyse(image, source)  # bytes: embedded regions
             except MediaError:
                 result.robust = None  # too degenerate for local features: other tiers still run
         else:
