@@ -462,7 +462,7 @@ def report(data: dict[str, t.Any], machine: dict[str, t.Any], cmd: str) -> str:
             [name, sp[key]["frames_hashed"], f"{sp[key]['cpu_s']:.2f}",
              f"{sp[key]['realtime_cpu']:.1f}", f"{sp[key]['cpu_s_per_hour']:.0f}",
              f"{sp[key]['wall_s']:.2f}", f"{sp[key]['realtime_wall']:.1f}"]
-            for name, key in (("Vigil (ref. frames only, no loop filter, luma only; 4/s + scene changes: the query path)", "vigil"),
+            for name, key in (("Vigil (ref. frames only, no loop filter, luma only; 4/s + scene changes, PDQ + crop-code grid: the query path)", "vigil"),
                               ("baseline (every frame decoded and hashed)", "baseline"))
         ]),
         "",

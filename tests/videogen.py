@@ -2,7 +2,7 @@
 
 A *shot* is a slow pan-and-zoom over one of the bundled sample photos (a "Ken Burns" shot, the
 kind of motion the corpus slideshows have), so consecutive sampled frames differ and shots of
-different photos are unrelated content. Edits (letterbox, logo, flip) are applied per frame in
+different photos are unrelated content. Edits (letterbox, logo, crop, flip) are applied per frame in
 NumPy, so the tests need no ffmpeg command line.
 """
 
@@ -24,8 +24,10 @@ Frame = np.ndarray  # (h, w, 3) uint8 RGB
 
 
 def shot(photo: int, seconds: float, *, fps: int = 10, size: tuple[int, int] = (320, 240),
-         zoom: float = 0.15) -> list[Frame]:
-    """A pan-and-zoom over sample photo ``photo``: ``seconds * fps`` RGB frames."""
+         zoom: float = 0.15, pan: float = 0.6) -> list[Frame]:
+    """A pan-and-zoom over sample photo ``photo``: ``seconds * fps`` RGB frames (``pan``: the
+    share of the free width the view travels; small ``pan`` and ``zoom`` make near-static
+    footage)."""
     w, h = size
     src = Image.open(SAMPLES[photo % len(SAMPLES)]).convert("RGB")
     sw, sh = src.size
@@ -35,7 +37,7 @@ def shot(photo: int, seconds: float, *, fps: int = 10, size: tuple[int, int] = (
         a = i / max(1, n - 1)
         scale = 1.0 - zoom * a  # zoom in
         cw, ch = sw * scale * 0.9, sh * scale * 0.9
-        x0 = (sw - cw) * (0.2 + 0.6 * a)
+        x0 = (sw - cw) * (0.5 - pan / 2 + pan * a)
         y0 = (sh - ch) * 0.5
         box = (int(x0), int(y0), int(x0 + cw), int(y0 + ch))
         frames.append(np.asarray(src.resize((w, h), Image.BILINEAR, box=box)))
@@ -84,6 +86,18 @@ def logo(frames: t.Sequence[Frame], *, size: float = 0.15, corner: str = "tl") -
         g[y : y + s, x : x + s] = (250, 250, 250)
         g[y + s // 4 : y + 3 * s // 4, x + s // 4 : x + 3 * s // 4] = (200, 30, 30)
         out.append(g)
+    return out
+
+
+def crop(frames: t.Sequence[Frame], *, keep: float = 0.9, x: float = 0.07,
+         y: float = 0.03) -> list[Frame]:
+    """Cut ``1 - keep`` of the width and of the height, off-centre (``x``, ``y``: where the kept
+    box starts, as shares of the frame), and scale back to the frame's size."""
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        box = (int(w * x), int(h * y), int(w * (x + keep)), int(h * (y + keep)))
+        out.append(np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR, box=box)))
     return out
 
 

@@ -330,12 +330,24 @@ def bank_import(
 @bank_app.command("export")
 def bank_export(
     name: str,
-    fmt: t.Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    fmt: t.Annotated[str, typer.Option("--format", help="csv, jsonl, or vpdq (video entries: "
+                                          "one vPDQ text file each in the --out folder)")] = "csv",
     output: t.Annotated[Path | None, typer.Option("--out", help="File to write; default stdout.")] = None,
 ) -> None:
     """Export a bank's enabled entries as a hash list (PDQ as Meta's 64-hex form)."""
+    if fmt == "vpdq":  # one file per video entry, in Meta's vPDQ text form, and a manifest
+        from vigil.core import video as videoops
+
+        if output is None:
+            fail(UsageError("--format vpdq writes one file per video: give a folder with --out"))
+        try:
+            rows = videoops.export_vpdq_dir(core().store, name, output)
+        except VigilError as exc:
+            fail(exc)
+        out.print(f"exported {len(rows)} video entries of {name} to {output}")
+        return
     if fmt not in ("csv", "jsonl"):
-        fail(UsageError(f"--format must be csv or jsonl, got {fmt!r}"))
+        fail(UsageError(f"--format must be csv, jsonl or vpdq, got {fmt!r}"))
     v = core()
     try:
         v.bank_info(name)

@@ -20,6 +20,11 @@ Matching one query video:
    ``MIN_QUALITY``, and its mirror image (a flipped re-upload), is searched within the largest
    frame threshold any bank uses (default 60 bits: looser than PDQ's 31 for one picture,
    because a video match needs many frames in temporal order, see 3-4);
+   Its crop-code grid (see :mod:`vigil.signals.vpdq`) is searched too, within ``CROP_RADIUS``
+   of the banked centre-box codes; a crop hit counts only for a (query frame, video) pair that
+   frame PDQ found nothing for (a cropped re-upload), and a video found mostly that way is
+   reported with variant ``video+crop``. Of a query frame's hits on one video, only those
+   within ``RELATIVE_KEEP`` bits of its best one vote (slow footage is near every frame);
 2. generic frames are dropped: a query frame that is close to frames of more than
    ``COMMON_ENTRIES`` different videos is a black frame, a title card or a test pattern, not
    evidence for any one of them (low-quality frames never take part at all);
@@ -32,7 +37,10 @@ Matching one query video:
    ``min_seconds`` (default 3) or covers at least its ``min_share`` of the reference, *and*
    its matched reference frames are not one picture (80% of them within ``MIN_VARIATION`` bits
    of one frame): a static card shared by two unrelated videos never matches on its own,
-   however long it is shown;
+   however long it is shown, unless each query frame is clearly closest to the reference
+   frame at its own aligned moment (slow footage such as a tree in the wind, where a held card
+   is equally close to all of its frames; ``_time_specific``). Of segments sharing most of
+   their query time, the one with more frames is kept;
 5. guided extension: the segment grows frame by frame at both ends while the next query frame
    is within ``EXTEND_THRESHOLD`` bits of the reference frames the line predicts for it (a
    logo, a crop or a letterbox can push single frames past the search threshold; next to an
@@ -47,6 +55,7 @@ Matching one query video:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import typing as t
 from pathlib import Path
@@ -62,7 +71,7 @@ from vigil.errors import IndexFileError, NotFound, UsageError
 from vigil.index.base import IndexHeader, read_index_file, write_index_file
 from vigil.index.hamming import HammingIndex
 from vigil.signals import Signal
-from vigil.signals.vpdq import VideoSignals
+from vigil.signals.vpdq import CROP_BYTES, VideoSignals
 from vigil.store.db import Store
 from vigil.store.models import Bank, Entry, IndexLog, SignalRow, utcnow
 from vigil.store.video_models import VideoBankSettings, VideoSegmentRow, VideoSignalsRow
@@ -90,6 +99,7 @@ LOG_TYPE = "video"
 #: confidence, statistics) treats it with PDQ's distance semantics
 SIGNAL_TYPE = "pdq"
 INDEX_NAME = "video-frames"
+CROP_INDEX_NAME = "video-crops"
 _POS_BITS = 20
 _POS_MASK = (1 << _POS_BITS) - 1
 MAX_FRAMES = 1 << _POS_BITS
@@ -102,12 +112,18 @@ COMMON_ENTRIES = 3
 #: picture for STATIC_SHARE of them is a static card, not evidence (see _one_picture)
 MIN_VARIATION = 12
 STATIC_SHARE = 0.8
+#: ...unless its query frames are closer to the reference frame at their own aligned time than
+#: to the segment's other frames by this many bits (median; see _time_specific)
+SPECIFIC_MARGIN = 6
+#: a query frame's hits on one video further than this from its best hit there do not vote
+RELATIVE_KEEP = 10
 #: fewest matched query frames for a segment, whatever its duration
 MIN_FRAMES = 3
 #: a query gap (seconds without a matched frame) longer than this splits a segment
 MAX_GAP = 3.5
 #: speeds tried by the Hough vote (reference seconds per query second)
 SPEEDS = np.round(np.arange(0.70, 1.601, 0.05), 3)
+_SPEED_ORDER = sorted(SPEEDS.tolist(), key=lambda sp: (abs(sp - 1.0), sp))
 #: offset bin width of the vote, and the inlier tolerance around the fitted line (seconds)
 BIN = 1.0
 TOLERANCE = 1.25
@@ -115,8 +131,22 @@ TOLERANCE = 1.25
 #: the reference frames the fitted line predicts for it (guided matching: far looser than a
 #: search threshold, still far from the ~128 bits of unrelated pictures)
 EXTEND_THRESHOLD = 76
+#: guided extension over low-quality frames: a frame of quality >= LOW_QUALITY_FLOOR joins when
+#: this close to the reference frame at its aligned moment (+-0.6 s; stricter than
+#: EXTEND_THRESHOLD because flat pictures are closer to each other by chance)
+LOW_QUALITY_FLOOR = 10
+LOW_EXTEND_THRESHOLD = 40
 #: segments on one line separated by at most this (or a quarter of their span) are joined
 MERGE_GAP = 6.0
+#: a query box's 64-bit crop code hits a banked frame's centre-box code within this many bits
+#: (corpus: the right frame under a 10% crop 4 median, 6-10 p90; the nearest frame of any
+#: other video over all 225 boxes 10 at the least, 14 typically)
+CROP_RADIUS = 8
+#: guided extension with crop codes (next to an established alignment, as EXTEND_THRESHOLD)
+CROP_EXTEND = 10
+#: a crop-code distance is reported on PDQ's 256-bit scale (x4) so one segment's distances
+#: read alike whichever code found its frames
+CROP_SCALE = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,14 +290,21 @@ class VideoIndex(ChangeLogFollower):
         self.store = store
         self.index_dir = index_dir
         self.index = HammingIndex(32)
+        #: crop codes of the same frames (those that have one), under the same ids
+        self.crops = HammingIndex(CROP_BYTES)
         #: entry id -> the frame positions it has in the index (to remove them again)
         self.positions: dict[int, np.ndarray] = {}
+        self.crop_positions: dict[int, np.ndarray] = {}
         self.last_seq = 0
         self.rebuilt = False
 
     @property
     def path(self) -> Path:
         return self.index_dir / f"{INDEX_NAME}.vidx"
+
+    @property
+    def crop_path(self) -> Path:
+        return self.index_dir / f"{CROP_INDEX_NAME}.vidx"
 
     def __len__(self) -> int:
         return len(self.index)
@@ -295,27 +332,33 @@ class VideoIndex(ChangeLogFollower):
     def _read(self) -> None:
         if not self.path.exists():
             raise IndexFileError(f"{self.path}: missing")
+        if not self.crop_path.exists():
+            raise IndexFileError(f"{self.crop_path}: missing")
         header, ids, codes = read_index_file(self.path)
-        if header.get("store_id") != self.store.store_id:
-            raise IndexFileError(f"{self.path}: built from another store")
-        if header.get("signal_type") != INDEX_NAME or header.get("code_size") != 32:
-            raise IndexFileError(f"{self.path}: holds another index")
+        cheader, cids, ccodes = read_index_file(self.crop_path)
+        for path, head, name, size in ((self.path, header, INDEX_NAME, 32),
+                                       (self.crop_path, cheader, CROP_INDEX_NAME, CROP_BYTES)):
+            if head.get("store_id") != self.store.store_id:
+                raise IndexFileError(f"{path}: built from another store")
+            if head.get("signal_type") != name or head.get("code_size") != size:
+                raise IndexFileError(f"{path}: holds another index")
         if int(header["last_seq"]) > self._head_seq():
             raise IndexFileError(f"{self.path}: ahead of the store's change log")
+        if int(cheader["last_seq"]) != int(header["last_seq"]):
+            raise IndexFileError(f"{self.crop_path}: not in step with {self.path.name}")
         self.index = HammingIndex(32)
         self.index.add(ids, codes)
-        self.positions = {}
-        if len(ids):
-            eids = ids >> _POS_BITS
-            order = np.argsort(eids, kind="stable")
-            uniq, starts = np.unique(eids[order], return_index=True)
-            for eid, part in zip(uniq.tolist(), np.split(ids[order] & _POS_MASK, starts[1:])):
-                self.positions[int(eid)] = part
+        self.crops = HammingIndex(CROP_BYTES)
+        self.crops.add(cids, ccodes)
+        self.positions = _by_entry(ids)
+        self.crop_positions = _by_entry(cids)
         self.last_seq = int(header["last_seq"])
 
     def _rebuild(self) -> None:
         self.index = HammingIndex(32)
+        self.crops = HammingIndex(CROP_BYTES)
         self.positions = {}
+        self.crop_positions = {}
         stmt = (
             select(VideoSignalsRow.entry_id, VideoSignalsRow.data)
             .join(Entry, Entry.id == VideoSignalsRow.entry_id)
@@ -328,14 +371,22 @@ class VideoIndex(ChangeLogFollower):
 
     def _add(self, eid: int, video: VideoSignals) -> None:
         keep = np.flatnonzero(video.quality >= MIN_QUALITY)
+        ids = (np.int64(eid) << _POS_BITS) | keep.astype(np.int64)
         if len(keep):
-            self.index.add((np.int64(eid) << _POS_BITS) | keep.astype(np.int64), video.codes[keep])
+            self.index.add(ids, video.codes[keep])
         self.positions[eid] = keep.astype(np.int64)
+        if video.crops is not None:
+            if len(keep):
+                self.crops.add(ids, video.crops[keep])
+            self.crop_positions[eid] = keep.astype(np.int64)
 
     def _remove(self, eid: int) -> None:
         pos = self.positions.pop(eid, None)
         if pos is not None and len(pos):
             self.index.remove((np.int64(eid) << _POS_BITS) | pos)
+        pos = self.crop_positions.pop(eid, None)
+        if pos is not None and len(pos):
+            self.crops.remove((np.int64(eid) << _POS_BITS) | pos)
 
 
     def apply(self, rows: t.Iterable[t.Any]) -> None:
@@ -373,16 +424,32 @@ class VideoIndex(ChangeLogFollower):
                 self._add(eid, VideoSignals.unpack(found[eid]))
 
     def save(self) -> None:
-        ids, codes = self.index.export()
-        header: IndexHeader = {
-            "signal_type": INDEX_NAME,
-            "kind": "hamming",
-            "code_size": 32,
-            "count": len(ids),
-            "last_seq": self.last_seq,
-            "store_id": self.store.store_id,
-        }
-        write_index_file(self.path, header, ids, codes)
+        # the crop file first: a crash between the two leaves the frame file older, and a
+        # crop file whose position differs from the frame file's makes the next load rebuild
+        for path, index, name, size in ((self.crop_path, self.crops, CROP_INDEX_NAME, CROP_BYTES),
+                                        (self.path, self.index, INDEX_NAME, 32)):
+            ids, codes = index.export()
+            header: IndexHeader = {
+                "signal_type": name,
+                "kind": "hamming",
+                "code_size": size,
+                "count": len(ids),
+                "last_seq": self.last_seq,
+                "store_id": self.store.store_id,
+            }
+            write_index_file(path, header, ids, codes)
+
+
+def _by_entry(ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Index ids grouped by entry: entry id -> frame positions."""
+    out: dict[int, np.ndarray] = {}
+    if len(ids):
+        eids = ids >> _POS_BITS
+        order = np.argsort(eids, kind="stable")
+        uniq, starts = np.unique(eids[order], return_index=True)
+        for eid, part in zip(uniq.tolist(), np.split(ids[order] & _POS_MASK, starts[1:])):
+            out[int(eid)] = part
+    return out
 
 
 # -- matching -------------------------------------------------------------------------------------
@@ -416,6 +483,8 @@ def match_video(vindex: VideoIndex, query: VideoSignals) -> list[VideoHit]:
         variants.append(("flip-x", query.mirrored[good]))
     # hits per variant: arrays of (query position, entry, ref position, distance)
     raw: dict[str, np.ndarray] = {}
+    #: (query frame << 32 | entry) pairs placed by crop codes alone (see _crop_hits)
+    crop_keys = np.zeros(0, np.int64)
     for name, codes in variants:
         parts = []
         for qi, hits in zip(good.tolist(), vindex.index.query(codes, radius)):
@@ -423,8 +492,26 @@ def match_video(vindex: VideoIndex, query: VideoSignals) -> list[VideoHit]:
                 arr = np.array(hits, np.int64)
                 parts.append(np.column_stack([np.full(len(arr), qi), arr[:, 0] >> _POS_BITS,
                                               arr[:, 0] & _POS_MASK, arr[:, 1]]))
+        if name == "original" and query.crop_grid is not None and len(vindex.crops):
+            crop = _crop_hits(vindex, query, good)
+            if crop:
+                # crop codes stand in only where frame PDQ found nothing on that video: they
+                # are coarse (64 bits of low frequencies), so next to PDQ hits they add votes
+                # for every moment of a slowly changing shot, not information
+                arr = np.concatenate(crop)
+                if parts:
+                    pdq = np.concatenate(parts)
+                    have = np.unique(pdq[:, 0] * (1 << 32) + pdq[:, 1])
+                    arr = arr[~np.isin(arr[:, 0] * (1 << 32) + arr[:, 1], have)]
+                crop_keys = np.unique(arr[:, 0] * (1 << 32) + arr[:, 1])
+                parts.append(arr)
         if parts:
-            raw[name] = np.concatenate(parts)
+            arr = np.concatenate(parts)
+            # one row per (query frame, entry, reference frame): the closer of the two codes
+            arr = arr[np.lexsort((arr[:, 3], arr[:, 2], arr[:, 1], arr[:, 0]))]
+            first = np.ones(len(arr), bool)
+            first[1:] = (np.diff(arr[:, :3], axis=0) != 0).any(axis=1)
+            raw[name] = arr[first]
     if not raw:
         return []
     # generic frames: close to frames of many different videos, in either orientation
@@ -446,16 +533,22 @@ def match_video(vindex: VideoIndex, query: VideoSignals) -> list[VideoHit]:
                 continue  # disabled, deleted, or its bank is gone
             sub = arr[arr[:, 1] == eid]
             sub = sub[sub[:, 3] <= ref.settings.frame_threshold]
+            sub = _closest(sub)
             if len(sub) < MIN_FRAMES:
                 continue
             qcodes = query.codes if name == "original" else t.cast(np.ndarray, query.mirrored)
             segments, dists = _align(query, qcodes, ref, sub)
             if not segments:
                 continue
+            # honest variant: "video+crop" when most matched frames were placed by crop codes
+            # (the distances are then crop-code bits x CROP_SCALE, not frame PDQ bits)
+            by_crop = name == "original" and len(crop_keys) and float(np.mean(np.isin(
+                np.unique(sub[:, 0] * (1 << 32) + sub[:, 1]), crop_keys))) > 0.5
             out.append(VideoHit(
                 bank=ref.bank.name, bank_kind=ref.bank.kind, entry_id=ref.entry_id,
                 signal_type=SIGNAL_TYPE, distance=int(np.median(dists)),
-                variant="video" if name == "original" else f"video+{name}",
+                variant=("video+crop" if by_crop else "video") if name == "original"
+                else f"video+{name}",
                 threshold=ref.settings.frame_threshold, labels=dict(ref.labels or {}),
                 reference=ref.reference, segments=tuple(segments),
             ))
@@ -467,6 +560,22 @@ def match_video(vindex: VideoIndex, query: VideoSignals) -> list[VideoHit]:
         if cur is None or cover > sum(sg.query_end - sg.query_start for sg in cur.segments):
             best[h.entry_id] = h
     return sorted(best.values(), key=lambda h: (-max(sg.score for sg in h.segments), h.entry_id))
+
+
+def _crop_hits(vindex: VideoIndex, query: VideoSignals, good: np.ndarray) -> list[np.ndarray]:
+    """Hits of the query's crop-code grid (every box of every good frame) on the banked
+    centre-box codes, as (query position, entry, ref position, distance on PDQ's scale) rows."""
+    grid = t.cast(np.ndarray, query.crop_grid)
+    boxes = grid.shape[1]
+    found = vindex.crops.query(grid[good].reshape(-1, CROP_BYTES), CROP_RADIUS)
+    parts = []
+    for k, hits in enumerate(found):
+        if hits:
+            arr = np.array(hits, np.int64)
+            parts.append(np.column_stack([
+                np.full(len(arr), good[k // boxes]), arr[:, 0] >> _POS_BITS,
+                arr[:, 0] & _POS_MASK, arr[:, 1] * CROP_SCALE]))
+    return parts
 
 
 def _load_refs(store: Store, ids: list[int], banks: dict[int, Bank],
@@ -514,6 +623,51 @@ def _one_picture(codes: np.ndarray) -> bool:
     return largest >= STATIC_SHARE * len(codes)
 
 
+def _closest(hits: np.ndarray) -> np.ndarray:
+    """Keep, per query frame, only its hits within RELATIVE_KEEP bits of its best one. Slow
+    footage (a tree in the wind) is within the search radius of *every* frame of its video, so
+    without this each query frame votes for every offset and the vote finds a wrong line; the
+    frame at the right moment is clearly the closest (2-12 bits against 14-24 on the corpus)."""
+    if not len(hits):
+        return hits
+    qi = hits[:, 0]
+    order = np.argsort(qi, kind="stable")
+    h = hits[order]
+    _, start = np.unique(h[:, 0], return_index=True)
+    best = np.minimum.reduceat(h[:, 3], start)
+    per = np.repeat(best, np.diff(np.append(start, len(h))))
+    return h[h[:, 3] <= per + RELATIVE_KEEP]
+
+
+def _time_specific(query: VideoSignals, ref: _Ref, run: np.ndarray, speed: float,
+                   offset: float) -> bool:
+    """Whether the query frames of a near-static segment match the reference frame *at their
+    aligned time* clearly better than the segment's other reference frames. Slow footage (a
+    tree in the wind, a slow zoom) passes: its frames drift by a few bits a second and each
+    query frame is closest to its own moment. A held card does not: every frame of it is the
+    same picture, so the aligned frame is no closer than any other (encoder noise only)."""
+    rts = ref.video.timestamps
+    rc = ref.video.codes
+    lo, hi = speed * query.timestamps[run[0]] + offset, speed * query.timestamps[run[-1]] + offset
+    span = np.flatnonzero((rts >= lo - TOLERANCE) & (rts <= hi + TOLERANCE))
+    margins = []
+    for i in run.tolist():
+        if query.quality[i] < MIN_QUALITY:
+            continue
+        r = speed * query.timestamps[i] + offset
+        dt = np.abs(rts[span] - r)
+        own, other = span[dt <= 0.6], span[dt >= 2.0]
+        if not len(own) or not len(other):
+            continue
+        d_own = int(_POPCOUNT[query.codes[i][None, :] ^ rc[own]].sum(axis=1).min())
+        d_other = float(np.median(_POPCOUNT[query.codes[i][None, :] ^ rc[other]].sum(axis=1)))
+        margins.append(d_other - d_own)
+    if len(margins) < MIN_FRAMES:
+        return False
+    m = np.array(margins)
+    return bool(np.median(m) >= SPECIFIC_MARGIN and (m >= SPECIFIC_MARGIN / 2).mean() >= 0.6)
+
+
 def _align(query: VideoSignals, qcodes: np.ndarray, ref: _Ref,
            hits: np.ndarray) -> tuple[list[Segment], list[int]]:
     """Hough voting over (speed, offset), repeated while a cell has enough support."""
@@ -530,7 +684,7 @@ def _align(query: VideoSignals, qcodes: np.ndarray, ref: _Ref,
         if len(np.unique(qi[idx])) < MIN_FRAMES:
             break
         best = (0, 1.0, 0.0)
-        for speed in SPEEDS:
+        for speed in _SPEED_ORDER:  # a tie goes to the speed nearest 1 (an unedited pace)
             b = tr[idx] - speed * tq[idx]
             for shift in (0.0, 0.5):
                 cells = np.floor(b / BIN + shift).astype(np.int64)
@@ -556,6 +710,8 @@ def _align(query: VideoSignals, qcodes: np.ndarray, ref: _Ref,
                 if 0.6 <= s_fit <= 1.7:
                     speed, offset = float(s_fit), float(b_fit)
                     continue
+            if qt.max() - qt.min() < 4.0:
+                speed = 1.0  # under 4 s of evidence the speed is not measurable: assume none
             offset = float(np.median(rt - speed * qt))
         if abs(speed - 1.0) < 0.06:  # sampling jitter on a short segment, not a speed change
             speed = 1.0
@@ -574,7 +730,21 @@ def _align(query: VideoSignals, qcodes: np.ndarray, ref: _Ref,
             if seg is not None:
                 segments.append(seg)
                 dists += [int(d) for d in dist[near][np.isin(qi[near], run)]]
-    return _merge(sorted(segments, key=lambda sg: sg.query_start)), dists
+    return _merge(sorted(_drop_overlaps(segments), key=lambda sg: sg.query_start)), dists
+
+
+def _drop_overlaps(segments: list[Segment]) -> list[Segment]:
+    """One moment of the query shows one moment of the reference: of segments that share most
+    of their query time (a second, weaker line through a slowly changing shot, which loose
+    extension can stretch over the first), keep the one with more matched frames."""
+    kept: list[Segment] = []
+    for sg in sorted(segments, key=lambda x: (-x.frames, -x.score)):
+        length = max(sg.query_end - sg.query_start, 1e-6)
+        shared = sum(max(0.0, min(sg.query_end, k.query_end) - max(sg.query_start, k.query_start))
+                     for k in kept)
+        if shared <= 0.5 * length:
+            kept.append(sg)
+    return kept
 
 
 def _merge(segments: list[Segment]) -> list[Segment]:
@@ -593,7 +763,10 @@ def _merge(segments: list[Segment]) -> list[Segment]:
             span = sg.query_end - prev.query_start
             if same_line and gap <= max(MERGE_GAP, 0.25 * span):
                 n = prev.frames + sg.frames
-                out[-1] = Segment(prev.query_start, sg.query_end, prev.ref_start, sg.ref_end,
+                # the later-starting one may end first (it lies inside the other): keep the end
+                # that is later, never shorten the joined segment
+                last = sg if sg.query_end >= prev.query_end else prev
+                out[-1] = Segment(prev.query_start, last.query_end, prev.ref_start, last.ref_end,
                                   round((prev.score * prev.frames + sg.score * sg.frames) / n, 4),
                                   n, prev.speed)
                 continue
@@ -623,32 +796,45 @@ def _runs(positions: np.ndarray, tq_all: np.ndarray) -> list[np.ndarray]:
 def _extend(query: VideoSignals, qcodes: np.ndarray, ref: _Ref, run: np.ndarray, speed: float,
             offset: float) -> np.ndarray:
     """Grow a run of matched query frames backwards and forwards while the next query frame is
-    within EXTEND_THRESHOLD of a reference frame near where the line puts it. One low-quality
-    frame (a dark or blurred moment) may be stepped over, not more."""
+    within EXTEND_THRESHOLD of a reference frame near where the line puts it. A low-quality
+    frame (a dark, flat or blurred picture, never searched) joins too when it is within
+    LOW_EXTEND_THRESHOLD of the reference frame at its aligned moment: next to an established
+    alignment, a run of such frames is confirmed one by one (the corpus' dark nature slide has
+    quality 22 on both sides and is 6-26 bits from its original). A frame too flat for even
+    that (quality under LOW_QUALITY_FLOOR), or one that fails the test (a dissolve between two
+    shots), may be stepped over once, not more; frames stepped over do not join the run."""
     ts, rts = query.timestamps, ref.video.timestamps
     n = len(ts)
+    grid = query.crop_grid
 
     def ok(i: int) -> bool:
         r = speed * ts[i] + offset
+        if query.quality[i] < MIN_QUALITY:
+            near = np.flatnonzero(np.abs(rts - r) <= 0.6)
+            d = _POPCOUNT[qcodes[i][None, :] ^ ref.video.codes[near]].sum(axis=1)
+            return bool(len(near)) and int(d.min()) <= LOW_EXTEND_THRESHOLD
         near = np.flatnonzero(np.abs(rts - r) <= TOLERANCE)
         if not len(near):
             return False
         d = _POPCOUNT[qcodes[i][None, :] ^ ref.video.codes[near]].sum(axis=1)
-        return int(d.min()) <= EXTEND_THRESHOLD
+        if int(d.min()) <= EXTEND_THRESHOLD:
+            return True
+        if grid is None or ref.video.crops is None or qcodes is not query.codes:
+            return False
+        dc = _POPCOUNT[grid[i][:, None, :] ^ ref.video.crops[near][None, :, :]].sum(axis=2)
+        return int(dc.min()) <= CROP_EXTEND
 
     out = set(run.tolist())
     for step, start in ((-1, int(run[0]) - 1), (1, int(run[-1]) + 1)):
         i, skipped = start, 0
         while 0 <= i < n:
-            if query.quality[i] < MIN_QUALITY:
+            if query.quality[i] >= LOW_QUALITY_FLOOR and ok(i):
+                out.add(i)
+                skipped = 0
+            else:  # one frame may be stepped over (a flat frame, a dissolve between shots)
                 skipped += 1
                 if skipped > 1:
                     break
-            elif ok(i):
-                out.add(i)
-                skipped = 0
-            else:
-                break
             i += step
     return np.array(sorted(out), np.int64)
 
@@ -675,7 +861,8 @@ def _segment(query: VideoSignals, ref: _Ref, run: np.ndarray, near: np.ndarray, 
     if duration < st.min_seconds and not (st.min_share is not None and share >= st.min_share):
         return None
     sel = near[np.isin(qi[near], run)]
-    if _one_picture(ref.video.codes[np.unique(ri[sel])]):
+    if (_one_picture(ref.video.codes[np.unique(ri[sel])])
+            and not _time_specific(query, ref, run, speed, offset)):
         return None  # one static picture (a card, a logo on black): not evidence of this video
     usable = np.flatnonzero((ts >= q_start - 1e-6) & (ts <= q_end + 1e-6)
                             & (query.quality >= MIN_QUALITY))
@@ -719,3 +906,45 @@ def entry_video(store: Store, entry_id: int) -> VideoSignals:
         if row is None:
             raise NotFound(f"entry {entry_id} has no video frame signals", entry=entry_id)
         return VideoSignals.unpack(row.data)
+
+
+def export_videos(store: Store, bank_name: str) -> t.Iterator[tuple[Entry, VideoSignals]]:
+    """Every enabled video entry of a bank with its stored frame signals, for export in the
+    vPDQ text form (:meth:`VideoSignals.to_vpdq`; the crop codes have no vPDQ field and stay
+    behind: an exported entry re-imported matches as vPDQ hashes do, crops excepted)."""
+    with store.read() as s:
+        bank = bankops.get_bank(s, bank_name)
+        stmt = (
+            select(Entry, VideoSignalsRow.data)
+            .join(VideoSignalsRow, VideoSignalsRow.entry_id == Entry.id)
+            .where(Entry.bank_id == bank.id, Entry.enabled.is_(True))
+            .order_by(Entry.id)
+            .execution_options(yield_per=100)
+        )
+        for entry, data in s.execute(stmt):
+            yield entry, VideoSignals.unpack(data)
+
+
+def export_vpdq_dir(store: Store, bank_name: str, out_dir: Path) -> list[dict[str, t.Any]]:
+    """Write each enabled video entry of a bank as ``<out_dir>/entry-<id>.vpdq.txt`` (Meta's
+    vPDQ text form: ``frame_number,pdq_hex,quality,timestamp`` per line, nothing else, so
+    Meta's tools read it), plus ``manifest.jsonl`` naming each file's entry, reference and
+    labels (which the vPDQ form has no place for). Returns the manifest rows."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{out_dir}: cannot create: {exc.strerror or exc}") from exc
+    rows: list[dict[str, t.Any]] = []
+    try:
+        for entry, video in export_videos(store, bank_name):
+            name = f"entry-{entry.id}.vpdq.txt"
+            (out_dir / name).write_text(video.to_vpdq(), encoding="utf-8")
+            rows.append({"file": name, "entry_id": entry.id, "reference": entry.reference,
+                         "labels": entry.labels or {}, "frames": len(video),
+                         "duration": round(video.duration, 3)})
+        with (out_dir / "manifest.jsonl").open("w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise UsageError(f"{out_dir}: cannot write: {exc.strerror or exc}") from exc
+    return rows

@@ -8,7 +8,8 @@ a wall-clock deadline checked between packets → yield sampled frames: one ever
 of presentation time (timestamps, not frame counts, so variable-frame-rate files are sampled
 correctly) plus the first frame after each hard cut (scene-change frames, which give segment
 boundaries to the frame instead of to the sampling interval) → :func:`hash_video` trims each
-frame's bars (:func:`_trim`) and hashes it (:func:`vigil.signals.vpdq.hash_frames`).
+frame's bars (:func:`_trim`) and hashes it (:func:`vigil.signals.vpdq.hash_frames`: PDQ, its
+mirror image's, and the crop codes of a grid of boxes, from one pooled luma).
 
 Two rates. A bank keeps about one frame a second (``VideoLimits.rate``; the storage budget is 64
 bytes per second of video). A query is hashed at ``query_rate`` (default 4/s): with both sides

@@ -15,14 +15,22 @@ Three forms:
   (timestamp in seconds with 3 decimals), so vPDQ hashes can be banked and ours shared
   (:meth:`VideoSignals.to_vpdq`, :meth:`VideoSignals.from_vpdq`);
 * a compact binary form for the store (:meth:`VideoSignals.pack`): the hashes as 32 raw bytes
-  each, the qualities as one byte each, and frame numbers and timestamps delta-coded and
-  zlib-compressed (they are nearly regular, so they shrink to a byte or two a frame). About 34
-  bytes a frame, i.e. well under 64 bytes per second of video at the default rate.
+  each, the qualities as one byte each, the crop codes (below) as 8 bytes each, and frame
+  numbers and timestamps delta-coded and zlib-compressed (they are nearly regular, so they
+  shrink to a byte or two a frame). About 43 bytes a frame, i.e. about 50 bytes per second of
+  video at the default rate, under the budget of 64. Format 1 (no crop codes) is what imported
+  vPDQ hashes are stored as, and is still read.
+
+Crop codes. Frame PDQ does not survive a crop (see the section "crop codes" below for the
+numbers), so each frame also gets a 64-bit code of the low frequencies of its central box; a
+query computes the same code for a grid of 225 boxes, one of which is where the banked centre
+box sits in a frame cropped by up to 10% a side. They are not part of the vPDQ text form.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import struct
 import typing as t
@@ -39,7 +47,8 @@ if t.TYPE_CHECKING:
 
 __all__ = ["FORMAT_VERSION", "VideoSignals", "hash_frames"]
 
-FORMAT_VERSION = 1
+#: 1: frames only (e.g. imported vPDQ); 2: frames and their crop codes (see below)
+FORMAT_VERSION = 2
 _MAGIC = b"VPDQ"
 _HEAD = struct.Struct("<4sBIdd")  # magic, version, frame count, duration, rate
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -68,6 +77,10 @@ class VideoSignals:
     #: the rate a bank keeps (:meth:`thin`); a query is sampled denser than that (see
     #: :mod:`vigil.media.video`), None when the frames are already the stored form
     store_rate: float | None = None
+    #: (n, 8) crop code of each frame's central box (stored; None for imported vPDQ hashes)
+    crops: np.ndarray | None = None
+    #: (n, boxes, 8) crop codes of the query's grid of boxes (queries only; not stored)
+    crop_grid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -106,7 +119,9 @@ class VideoSignals:
             self, codes=self.codes[idx], quality=self.quality[idx],
             timestamps=self.timestamps[idx], frames=self.frames[idx], rate=rate,
             mirrored=None if self.mirrored is None else self.mirrored[idx],
-            scene_cut=None if self.scene_cut is None else self.scene_cut[idx], store_rate=None)
+            scene_cut=None if self.scene_cut is None else self.scene_cut[idx], store_rate=None,
+            crops=None if self.crops is None else self.crops[idx],
+            crop_grid=None if self.crop_grid is None else self.crop_grid[idx])
 
     # -- vPDQ text -------------------------------------------------------------------------------
     def to_vpdq(self) -> str:
@@ -175,10 +190,12 @@ class VideoSignals:
         if len(deltas) and (deltas.min() < -(2**31) or deltas.max() >= 2**31):
             raise InvalidSignal("frame numbers or timestamps out of range for storage")
         tail = zlib.compress(deltas.astype("<i4").tobytes(), 9)
+        crops = b"" if self.crops is None else np.ascontiguousarray(self.crops, np.uint8).tobytes()
         return b"".join([
-            _HEAD.pack(_MAGIC, FORMAT_VERSION, n, self.duration, self.rate),
+            _HEAD.pack(_MAGIC, 2 if crops else 1, n, self.duration, self.rate),
             np.ascontiguousarray(self.codes, np.uint8).tobytes(),
             np.ascontiguousarray(self.quality, np.uint8).tobytes(),
+            crops,
             tail,
         ])
 
@@ -188,19 +205,25 @@ class VideoSignals:
             magic, version, n, duration, rate = _HEAD.unpack_from(blob, 0)
         except struct.error as exc:
             raise InvalidSignal("stored video signals are truncated") from exc
-        if magic != _MAGIC or version != FORMAT_VERSION:
+        if magic != _MAGIC or version not in (1, 2):
             raise InvalidSignal(f"stored video signals: unknown format {magic!r} v{version}")
         off = _HEAD.size
+        crop_len = n * CROP_BYTES if version == 2 else 0
+        if len(blob) < off + n * 33 + crop_len:
+            raise InvalidSignal("stored video signals are truncated")
         codes = np.frombuffer(blob, np.uint8, n * 32, off).reshape(n, 32)
         quality = np.frombuffer(blob, np.uint8, n, off + n * 32)
+        crops = (np.frombuffer(blob, np.uint8, crop_len, off + n * 33).reshape(n, CROP_BYTES)
+                 if version == 2 else None)
         try:
-            deltas = np.frombuffer(zlib.decompress(blob[off + n * 33:]), "<i4").astype(np.int64)
+            deltas = np.frombuffer(zlib.decompress(blob[off + n * 33 + crop_len:]),
+                                   "<i4").astype(np.int64)
         except zlib.error as exc:
             raise InvalidSignal("stored video signals are corrupt") from exc
         if len(deltas) != 2 * n:
             raise InvalidSignal("stored video signals are corrupt")
         return cls(codes=codes, quality=quality, timestamps=np.cumsum(deltas[:n]) / 1000.0,
-                   frames=np.cumsum(deltas[n:]), duration=duration, rate=rate)
+                   frames=np.cumsum(deltas[n:]), duration=duration, rate=rate, crops=crops)
 
 
 def hash_frames(frames: t.Iterable[SampledFrame], *, rate: float, duration: float | None = None,
@@ -215,6 +238,7 @@ def hash_frames(frames: t.Iterable[SampledFrame], *, rate: float, duration: floa
     stamps: list[float] = []
     numbers: list[int] = []
     cuts: list[bool] = []
+    grids: list[np.ndarray] = []
     for fr in frames:
         y = fr.luma
         if trim is not None:
@@ -229,7 +253,13 @@ def hash_frames(frames: t.Iterable[SampledFrame], *, rate: float, duration: floa
             small = np.asarray(Image.fromarray(np.ascontiguousarray(y)).reduce(k))
             coeffs, q = pdq_dct(small, full_size=(rows, cols))
         else:
+            small = y
             coeffs, q = pdq_dct(y)
+        # crop codes from a further 2x2 reduction (32 cells per box need no more pixels)
+        k2 = min(small.shape) // (POOL_SIDE // 2)
+        grids.append(crop_codes(
+            np.asarray(Image.fromarray(np.ascontiguousarray(small)).reduce(k2)) if k2 >= 2
+            else small, query=True))
         variants = dihedral_hashes_pair(coeffs)
         codes.append(bytes.fromhex(variants[0]))
         mirrored.append(bytes.fromhex(variants[1]))
@@ -239,6 +269,8 @@ def hash_frames(frames: t.Iterable[SampledFrame], *, rate: float, duration: floa
         cuts.append(fr.scene_cut)
     n = len(codes)
     ts = np.array(stamps, np.float64)
+    grid = (np.stack(grids) if grids else np.zeros((0, len(_axis_boxes(True)) ** 2, CROP_BYTES),
+                                                   np.uint8))
     return VideoSignals(
         codes=np.frombuffer(b"".join(codes), np.uint8).reshape(n, 32).copy(),
         quality=np.array(quality, np.uint8),
@@ -249,10 +281,82 @@ def hash_frames(frames: t.Iterable[SampledFrame], *, rate: float, duration: floa
         mirrored=np.frombuffer(b"".join(mirrored), np.uint8).reshape(n, 32).copy(),
         scene_cut=np.array(cuts, bool),
         store_rate=store_rate,
+        crops=grid[:, _centre_box()].copy(),
+        crop_grid=grid,
     )
 
 
 _MIRROR = np.where(np.arange(16) % 2 == 0, -1.0, 1.0)
+
+
+# -- crop codes -----------------------------------------------------------------------------------
+# PDQ of a frame moves 35 bits when the picture shifts by 1% of its width and 100 bits at 3%
+# (measured on corpus frames), so a cropped re-upload cannot be matched by hashing "the
+# query's version" of a banked region on any practical grid of guesses. What survives such
+# shifts is the lowest part of the spectrum: a 64-bit code from the 8x8 lowest DCT frequencies
+# (1-8, as PDQ's, without DC) of a region moves 2-4 bits under a shift of 2.5% of the region.
+# So a bank stores, per stored frame, that code of the frame's central CROP_KEEP box (8 bytes),
+# and a query hashes the same code for a grid of boxes: every box of side 0.8-1.0 of the frame
+# (per axis, in steps of CROP_STEP) that could be the banked centre box after a crop of up to
+# (1 - CROP_KEEP) / 2 per side. The whole grid is two matrix products per frame: each axis has
+# a fixed (boxes x 8, pixels) matrix that resamples a box to 32 cells and takes the 8 DCT
+# frequencies, so all boxes' 8x8 coefficients are blocks of My @ Y @ Mx^T.
+
+#: side of the banked central box, as a share of the frame (per axis)
+CROP_KEEP = 0.8
+#: grid step of the query's box sides and positions (share of the frame)
+CROP_STEP = 0.05
+CROP_BYTES = 8
+_CELLS = 32
+_DCT8 = np.cos((np.pi / 2 / _CELLS) * np.outer(np.arange(1, 9), 2 * np.arange(_CELLS) + 1))
+
+
+def _axis_boxes(query: bool) -> list[tuple[float, float]]:
+    """(start, side) shares along one axis: the banked centre box, or the query's grid."""
+    if not query:
+        return [((1 - CROP_KEEP) / 2, CROP_KEEP)]
+    out = []
+    for k in range(round((1 - CROP_KEEP) / CROP_STEP) + 1):
+        side = CROP_KEEP + k * CROP_STEP
+        for j in range(round((1 - side) / CROP_STEP) + 1):
+            out.append((j * CROP_STEP, side))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_matrix(n: int, query: bool) -> np.ndarray:
+    """(boxes * 8, n): pixel line -> the 8 low DCT frequencies of each box resampled to 32
+    cells (area-weighted, so fractional cell edges are exact)."""
+    p = np.arange(n, dtype=np.float64)
+    mats = []
+    for start, side in _axis_boxes(query):
+        edges = (start + side * np.arange(_CELLS + 1) / _CELLS) * n
+        e0, e1 = edges[:-1, None], edges[1:, None]
+        w = np.clip(np.minimum(p[None, :] + 1, e1) - np.maximum(p[None, :], e0), 0, None)
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-9)
+        mats.append(_DCT8 @ w)
+    return np.concatenate(mats).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _centre_box() -> int:
+    """Position of the banked centre box in the query grid (rows x columns of boxes)."""
+    boxes = _axis_boxes(True)
+    i = min(range(len(boxes)), key=lambda k: abs(boxes[k][0] - (1 - CROP_KEEP) / 2)
+            + abs(boxes[k][1] - CROP_KEEP))
+    return i * len(boxes) + i
+
+
+def crop_codes(luma: np.ndarray, *, query: bool) -> np.ndarray:
+    """Crop codes of one (pooled) luma frame: (1, 8) uint8 for a bank (the central box), or
+    (boxes, 8) for a query (every box of the grid, see above)."""
+    y = np.asarray(luma, np.float32)
+    my, mx = _axis_matrix(y.shape[0], query), _axis_matrix(y.shape[1], query)
+    coeffs = (my @ y @ mx.T).reshape(my.shape[0] // 8, 8, mx.shape[0] // 8, 8)
+    blocks = coeffs.transpose(0, 2, 1, 3).reshape(-1, 64)
+    part = np.partition(blocks, (31, 32), axis=1)
+    med = (part[:, 31:32] + part[:, 32:33]) / 2  # the median of 64, cheaper than np.median
+    return np.packbits(blocks > med, axis=1)
 
 
 def dihedral_hashes_pair(coeffs: np.ndarray) -> tuple[str, str]:

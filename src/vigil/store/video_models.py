@@ -3,7 +3,7 @@ matched segments that are the evidence of a video match.
 
 A video entry is an ordinary :class:`~vigil.store.models.Entry` (with its byte hashes as
 signals, when it was hashed from a file) plus one ``video_signals`` row holding all its frame
-signals packed into one blob (:meth:`vigil.signals.vpdq.VideoSignals.pack`, about 34 bytes a
+signals packed into one blob (:meth:`vigil.signals.vpdq.VideoSignals.pack`, about 43 bytes a
 frame). One row per video rather than one per frame keeps the store near the packed size: at
 the default rate that is under 64 bytes per second of video, where a row per frame would cost
 more in row and index overhead than the 32-byte hash itself.
