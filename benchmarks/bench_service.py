@@ -61,6 +61,8 @@ from pathlib import Path
 import httpx
 
 PLANTED = 1000
+#: lookups ask to be recorded as submissions (the API's default); --no-record turns it off
+RECORD = True
 
 
 class RawConnection:
@@ -240,7 +242,8 @@ def _lookup_body(planted: list[str], rng: random.Random) -> tuple[bytes, bool]:
     """One request body: 5 % near-duplicates (4 bits flipped) of planted entries, else random."""
     hit = rng.random() < 0.05
     q = flip(rng.choice(planted), 4, rng) if hit else rand_pdq(rng)
-    return b'{"signals": ["pdq:' + q.encode() + b'"]}', hit
+    tail = b'"]}' if RECORD else b'"], "record": false}'
+    return b'{"signals": ["pdq:' + q.encode() + tail, hit
 
 
 async def _lookup(conn: RawConnection, body: bytes, hit: bool, since: float, ph: Phase) -> None:
@@ -522,9 +525,13 @@ def main() -> None:
                     help="clients of the closed-loop phase")
     ap.add_argument("--server-workers", type=int, default=1,
                     help="worker processes of `vigil serve` (its --workers)")
+    ap.add_argument("--no-record", action="store_true",
+                    help='lookups with "record": false (no submission rows, no review cases)')
     ap.add_argument("--rss-every", type=float, default=5.0)
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     args = ap.parse_args()
+    global RECORD
+    RECORD = not args.no_record
     args.entries = args.entries or (10_000 if args.quick else 100_000)
     args.lookup_s = args.lookup_s or (30 if args.quick else 420)
     args.max_s = args.max_s or (10 if args.quick else 60)

@@ -139,3 +139,40 @@ def test_serve_with_two_worker_processes(tmp_path: Path, photos) -> None:
             _, errors = server.communicate()
     assert server.returncode == 0, errors[-2000:]
     assert "with 2 worker processes" in errors
+
+
+def test_changes_apply_within_the_refresh_interval(core, settings, photos):
+    """With a refresh interval (as `vigil serve` runs), the service's own changes apply to the
+    very next lookup; another process's changes within the interval."""
+    interval = 0.3
+    app = create_app(core, service_settings(refresh_interval_s=interval))
+    with Client(app) as svc:
+        tok = {r: create_token(core.store, f"{r}-x", r)["token"] for r in ("curator", "submitter")}
+        eid = bank_with_photo(svc, {"curator": tok["curator"], "submitter": tok["submitter"]},
+                              photos[0])
+        h = svc.post("/api/v1/hash", headers=auth(tok["submitter"]),
+                     files={"file": ("a.jpg", photos[0].read_bytes(), "image/jpeg")}).json()
+        pdq = next(s["value"] for s in h["signals"] if s["type"] == "pdq")
+        near = f"pdq:{int(pdq, 16) ^ 0b111111:064x}"  # 6 bits away
+
+        def hits() -> list[int]:
+            r = svc.post("/api/v1/match/signals", headers=auth(tok["submitter"]),
+                         json={"signals": [near], "record": False}).json()["results"][0]
+            return [m["entry_id"] for m in r["matches"]]
+
+        assert hits() == [eid]
+        # this process's own change: at once, although the marks were read just now
+        svc.patch("/api/v1/banks/known", json={"thresholds": {"pdq": 4}},
+                  headers=auth(tok["curator"]))
+        assert hits() == []
+        svc.patch("/api/v1/banks/known", json={"thresholds": {"pdq": 31}},
+                  headers=auth(tok["curator"]))
+        assert hits() == [eid]
+        # another process's change: applied once the interval has passed
+        other = Vigil(settings)
+        try:
+            other.set_enabled("known", eid, False)
+        finally:
+            other.close()
+        time.sleep(interval * 1.5)
+        assert hits() == []

@@ -155,6 +155,7 @@ class Service:
     def __init__(self, vigil: Vigil, settings: ServiceSettings, owns_vigil: bool) -> None:
         self.vigil = vigil
         self.settings = settings
+        vigil.refresh_interval_s = settings.refresh_interval_s
         self.owns_vigil = owns_vigil
         self.index_lock = threading.RLock()
         self.metrics = Metrics(self)

@@ -49,8 +49,11 @@ class ServiceSettings:
     workers: bool = True
     action_interval_s: float = 1.0
     retention_interval_s: float = 3600
-    #: how often to pick up bank changes made by other processes (the CLI)
+    #: how often to pick up bank changes made by other processes (the CLI), between requests
     index_sync_s: float = 2.0
+    #: at most this old a look at the store's change marks may be when a lookup is matched
+    #: (Vigil.refresh_interval_s); 0: look before every match. ``from_env`` defaults to 50 ms
+    refresh_interval_s: float = 0.0
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
@@ -61,6 +64,7 @@ class ServiceSettings:
             retention_days=_num("VIGIL_RETENTION_DAYS", base.retention_days),
             secure_cookies=os.environ.get("VIGIL_SECURE_COOKIES", "1") != "0",
             session_hours=_num("VIGIL_SESSION_HOURS", base.session_hours),
+            refresh_interval_s=_num("VIGIL_REFRESH_INTERVAL", 0.05),
             delivery=DeliveryPolicy(
                 max_attempts=max(1, int(_num("VIGIL_WEBHOOK_ATTEMPTS", base.delivery.max_attempts))),
                 base_delay_s=_num("VIGIL_WEBHOOK_BASE_DELAY", base.delivery.base_delay_s),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import os
+import time
 import typing as t
 from pathlib import Path
 
@@ -83,6 +84,14 @@ class Vigil:
         self._matcher: Matcher | None = None
         #: the banks' version token read by the last refresh_indexes (see Matcher.banks_token)
         self._banks_token: str | None = None
+        #: how long one look at the store's change marks stays good, in seconds; 0 (the
+        #: default): look before every match. The service sets a few tens of milliseconds:
+        #: under load it matches hundreds of batches a second, and another process's change
+        #: then applies within that time. This process's own changes apply at once either way
+        #: (entries through ``_applied``, bank settings through ``Store.on_banks_changed``).
+        self.refresh_interval_s = 0.0
+        self._marks_at = -float("inf")
+        self.store.on_banks_changed.append(self._forget_marks)
         #: hooks of the service (vigil.core.audit, vigil.core.review); on by default for the CLI too
         self.audit_changes = True
         self.review_queue = os.environ.get("VIGIL_REVIEW_QUEUE", "1") != "0"
@@ -131,8 +140,15 @@ class Vigil:
         loaded = [i for i in (self._indexes, self._robust, self._video) if i is not None]
         if not loaded:
             return 0
+        now = time.monotonic()
+        if now - self._marks_at < self.refresh_interval_s:
+            return 0
+        self._marks_at = now
         head, self._banks_token = self.store.change_marks()  # the matcher's cache key
         return sum(idx.catch_up() for idx in loaded if head > idx.last_seq)
+
+    def _forget_marks(self) -> None:
+        self._marks_at = -float("inf")
 
     def close(self) -> None:
         self.store.dispose()

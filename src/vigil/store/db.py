@@ -154,10 +154,17 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc}", url=self.safe_url) from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: called after a transaction of this process that changed a bank has committed
+        self.on_banks_changed: list[t.Callable[[], None]] = []
         event.listen(self.sessions, "before_flush", _watch_banks)
-        event.listen(self.sessions, "after_commit", _transaction_over)
+        event.listen(self.sessions, "after_commit", self._after_commit)
         event.listen(self.sessions, "after_rollback", _transaction_over)
         self.store_id = self._store_id()
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop("banks_bumped", None):
+            for callback in self.on_banks_changed:
+                callback()
 
     @property
     def safe_url(self) -> str:
