@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing as t
 from pathlib import Path
 
 import httpx
@@ -176,3 +177,56 @@ def test_changes_apply_within_the_refresh_interval(core, settings, photos):
             other.close()
         time.sleep(interval * 1.5)
         assert hits() == []
+
+
+def _fast_path(app: t.Any) -> t.Any:
+    """The SignalLookupFastPath instance in the built middleware stack."""
+    node = app.middleware_stack
+    while node is not None and type(node).__name__ != "SignalLookupFastPath":
+        node = getattr(node, "app", None)
+    assert node is not None
+    return node
+
+
+def test_fast_path_answers_exactly_as_the_full_app(core, photos):
+    app = create_app(core, service_settings())
+    with Client(app) as svc:
+        tok = {r: create_token(core.store, f"{r}-f", r)["token"] for r in ("curator", "submitter")}
+        eid = bank_with_photo(svc, tok, photos[0])
+        h = svc.post("/api/v1/hash", headers=auth(tok["submitter"]),
+                     files={"file": ("a.jpg", photos[0].read_bytes(), "image/jpeg")}).json()
+        pdq = next(s["value"] for s in h["signals"] if s["type"] == "pdq")
+        body = {"signals": [f"pdq:{pdq}", "pdq:nothex", "md5:" + "0" * 32, "x"], "record": False}
+        fast = _fast_path(app)
+        fresh = auth(create_token(core.store, "s2", "submitter")["token"])
+        first = svc.post("/api/v1/match/signals", headers=fresh, json=body)
+        assert fast.served == 0  # a token not verified yet: the full app answered (and cached it)
+        second = svc.post("/api/v1/match/signals", headers=fresh, json=body)
+        assert fast.served == 1
+        assert first.status_code == second.status_code == 200
+        assert first.content == second.content  # byte for byte
+        assert first.headers["content-type"] == second.headers["content-type"]
+        assert second.json()["results"][0]["matches"][0]["entry_id"] == eid
+        # what the fast path does not take goes to the full app, with FastAPI's answers
+        sub = auth(tok["submitter"])
+        cases = [
+            ({"signals": []}, 422), ({"signals": "pdq:x"}, 422), ({"record": True}, 422),
+            ({"signals": [1]}, 422), ({"signals": ["md5:" + "0" * 32], "record": "maybe"}, 422),
+            ({"signals": ["md5:" + "0" * 32], "record": "yes"}, 200),  # lax again
+            ({"signals": ["md5:" + "0" * 32], "record": 0}, 200),  # pydantic's lax bool
+            ({"signals": ["md5:" + "0" * 32], "other": 1}, 200),  # extra keys are ignored
+        ]
+        for payload, status in cases:
+            r = svc.post("/api/v1/match/signals", headers=sub, json=payload)
+            assert r.status_code == status, (payload, r.text)
+            if status == 422:
+                assert r.json()["error"]["code"] == "invalid_request"
+        r = svc.post("/api/v1/match/signals", headers={**sub, "Content-Type": "application/json"},
+                     content=b"{not json")
+        assert r.status_code == 422
+        assert svc.post("/api/v1/match/signals", headers=auth(tok["curator"]),
+                        json=body).status_code == 403  # a cached token with the wrong role
+        assert svc.post("/api/v1/match/signals", json=body).status_code == 401
+        assert fast.served == 1  # none of those was served by the fast path
+        metrics = svc.get("/metrics").text
+        assert 'route="/api/v1/match/signals",status="200"' in metrics

@@ -426,7 +426,9 @@ def create_app(vigil: Vigil | None = None, settings: ServiceSettings | None = No
         except Exception:  # noqa: BLE001 - not ready is the answer, not an error
             pass
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
+        # which process answered: with `vigil serve --workers N` each worker answers for itself
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks,
+                             "worker": os.getpid()},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
@@ -443,5 +445,9 @@ def create_app(vigil: Vigil | None = None, settings: ServiceSettings | None = No
     def root() -> RedirectResponse:
         return RedirectResponse("/queue", status_code=303)
 
+    from vigil.api.fastpath import SignalLookupFastPath
+
+    # inside the guard (metrics, upload limit): the ordinary signal lookup skips the framework
+    app.add_middleware(SignalLookupFastPath, service=service, path=f"{API_PREFIX}/match/signals")
     app.add_middleware(_Guard, service=service)
     return app

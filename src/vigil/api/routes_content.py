@@ -106,14 +106,13 @@ def match_batch(request: Request, p: Submitter, mp: Multipart,
     return {"results": results}
 
 
-@router.post("/match/signals", summary="Match signals")
-async def match_signals(request: Request, body: SignalsIn, p: Submitter) -> dict[str, t.Any]:
-    """Check signals (``type:value``) against every bank; one result per signal. Concurrent
-    requests are matched together (see :mod:`vigil.api.batching`)."""
-    service = service_of(request)
+async def lookup_signals(service: Service, raw_signals: list[str], record: bool) -> dict[str, t.Any]:
+    """The body of ``POST /match/signals``: one result per signal, in order; a malformed signal
+    gets its error in place. Concurrent requests are matched together (see
+    :mod:`vigil.api.batching`). Used by the route and by :mod:`vigil.api.fastpath`."""
     parsed: list[Signal] = []
     results: list[dict[str, t.Any] | None] = []
-    for raw in body.signals:
+    for raw in raw_signals:
         try:
             parsed.append(Signal.parse(raw))
             results.append(None)
@@ -121,11 +120,18 @@ async def match_signals(request: Request, body: SignalsIn, p: Submitter) -> dict
             results.append(ItemResult(signal=raw.strip()[:300], error=exc).to_dict())
     items: list[ItemResult] = []
     if parsed:
-        items = await asyncio.wrap_future(service.lookups.submit(parsed, body.record))
+        items = await asyncio.wrap_future(service.lookups.submit(parsed, record))
     it = iter(items)
     out = [r if r is not None else _item(service, next(it)) for r in results]
     service.metrics.lookups.labels("signal").inc(len(parsed))
     return {"results": out}
+
+
+@router.post("/match/signals", summary="Match signals")
+async def match_signals(request: Request, body: SignalsIn, p: Submitter) -> dict[str, t.Any]:
+    """Check signals (``type:value``) against every bank; one result per signal. Concurrent
+    requests are matched together (see :mod:`vigil.api.batching`)."""
+    return await lookup_signals(service_of(request), body.signals, body.record)
 
 
 # -- jobs ----------------------------------------------------------------------------------------

@@ -30,8 +30,8 @@ def serve_cmd(
     port: t.Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: t.Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     workers: t.Annotated[int, typer.Option(min=1, max=64, help=(
-        "Worker processes sharing the port (each with its own index copy); one runs the "
-        "background work (actions, jobs, retention)."))] = 1,
+        "Worker processes on the port (each with its own index copy and its own SO_REUSEPORT "
+        "socket); one of them runs the background work (actions, jobs, retention)."))] = 1,
 ) -> None:
     """Run the service: JSON API under /api/v1 and the review UI at / (one process)."""
     import uvicorn
@@ -40,25 +40,29 @@ def serve_cmd(
     from vigil.api.app import freeze_gc
 
     if workers > 1:
-        # each worker process builds its own core from the environment: hand it this one's
-        from vigil.api.app import worker_app  # noqa: F401 - checked importable before forking
+        from vigil.api.workers import serve_workers
 
+        # each worker process builds its own core from the environment: hand it this one's
         cfg = core().settings
-        os.environ["VIGIL_DATA"] = str(cfg.data_dir)
+        env = {"VIGIL_DATA": str(cfg.data_dir)}
         if cfg.database_url:
-            os.environ["VIGIL_DATABASE_URL"] = cfg.database_url
+            env["VIGIL_DATABASE_URL"] = cfg.database_url
         # the workers' Prometheus counters go to files there, and /metrics sums them all
-        own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        own_metrics_dir = not metrics_dir
         if own_metrics_dir:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vigil-metrics-")
+            metrics_dir = tempfile.mkdtemp(prefix="vigil-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         err.print(f"vigil: serving on http://{host}:{port}/ with {workers} worker processes")
         try:
-            uvicorn.run("vigil.api.app:worker_app", factory=True, workers=workers, host=host,
-                        port=port, log_level=log_level, access_log=False,
-                        timeout_keep_alive=75)
+            status = serve_workers(host, port, workers, log_level, env)
+        except VigilError as exc:
+            fail(exc)
         finally:
             if own_metrics_dir:
-                shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+                shutil.rmtree(str(metrics_dir), ignore_errors=True)
+        if status:
+            raise typer.Exit(ReturnCode.ITEM_FAILED)
         return
     try:
         vigil = core()
