@@ -304,9 +304,13 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_embedded_picture_is_found_cut_out_and_verified(giraffe, photos):
+def test_embedded_picture_is_found_cut_out_and_verified(giraffe, photos, monkeypatch):
+    from vigil.signals import robust as robust_signal
     from vigil.signals.robust import find_embedded
 
+    # the picture covers 4% of the query, under the region pass's MIN_REGION_AREA (see
+    # test_region_pass_skips_small_rectangles): lifted here to test the cut-out itself
+    monkeypatch.setattr(robust_signal, "MIN_REGION_AREA", 0.0)
     img, truth = _picture_in_picture(giraffe)
     data = encode_image(img, "JPEG", quality=90)
     ra = OrbSignal.analyse(decode_image(data), data)
@@ -332,7 +336,10 @@ def test_embedded_picture_is_found_cut_out_and_verified(giraffe, photos):
     assert all(verify(f, ref) is None for f in ra.regions())
 
 
-def test_cascade_finds_a_small_embedded_picture(core, photos, tmp_path, giraffe):
+def test_cascade_finds_a_small_embedded_picture(core, photos, tmp_path, giraffe, monkeypatch):
+    from vigil.signals import robust as robust_signal
+
+    monkeypatch.setattr(robust_signal, "MIN_REGION_AREA", 0.0)  # 4% of the query: see above
     core.create_bank("known")
     eid = _bank_photo(core, photos[0])
     _bank_photo(core, photos[5])
@@ -401,3 +408,100 @@ def test_query_features_survive_pickling(giraffe):
 
     ra = pickle.loads(pickle.dumps(_analyse(giraffe)))
     assert len(ra.mirrored()) == len(ra.query)
+
+
+def test_region_pass_skips_small_rectangles(giraffe):
+    """Rectangles under MIN_REGION_AREA of the query are found but not searched: on photos they
+    are mostly windows and panels, and each searched region costs a detection and a retrieval."""
+    from vigil.signals import robust as robust_signal
+    from vigil.signals.robust import MIN_REGION_AREA, find_embedded
+
+    img, truth = _picture_in_picture(giraffe)  # 4% of the picture
+    assert (truth[2] - truth[0]) * (truth[3] - truth[1]) < MIN_REGION_AREA * 1024 * 683
+    data = encode_image(img, "JPEG", quality=90)
+    ra = OrbSignal.analyse(decode_image(data), data)
+    assert find_embedded(ra.grey)
+    assert find_embedded(ra.grey, min_area=MIN_REGION_AREA) == []
+    assert list(ra.regions()) == []
+    big, _ = _picture_in_picture(giraffe, scale=0.4)  # 13.5%: searched
+    data = encode_image(big, "JPEG", quality=90)
+    rb = OrbSignal.analyse(decode_image(data), data)
+    assert robust_signal.find_embedded(rb.grey, min_area=MIN_REGION_AREA)
+    assert len(list(rb.regions())) >= 1
+
+
+def test_spread_order_is_round_robin_over_cells_and_levels():
+    """spread_order (vectorised) against the definition: round after round, the strongest
+    remaining keypoint of every (4x4 cell, level band), stronger (lower index) first."""
+    from vigil.signals.robust import LocalFeatures, spread_order
+
+    def _take_rounds(queues, k):
+        rounds = []
+        depth = 0
+        while len(rounds) < k:
+            layer = sorted(q[depth] for q in queues.values() if depth < len(q))
+            rounds += layer[: k - len(rounds)]
+            depth += 1
+        return rounds
+
+    rng = np.random.default_rng(7)
+    for n in (30, 400, 1000):
+        xy = np.column_stack([rng.uniform(0, 640, n), rng.uniform(0, 480, n)]).astype(np.float32)
+        xy[: n // 2] *= 0.2  # half of them, the strongest, crowd one corner (a caption, say)
+        f = LocalFeatures(xy, np.zeros((n, 32), np.uint8), (480, 640),
+                          octave=rng.integers(0, 8, n).astype(np.int16))
+        for k in (10, 256, 300):
+            want = sorted(_take_rounds({c: q for c, q in _cells(f).items()}, min(k, n)))
+            assert spread_order(f, k).tolist() == want
+
+
+def _cells(f) -> dict[int, list[int]]:
+    rows, cols = f.size
+    cell = (np.minimum(3, (f.xy[:, 1] * 4 // rows).astype(int)) * 4
+            + np.minimum(3, (f.xy[:, 0] * 4 // cols).astype(int)))
+    cell = cell + 16 * np.minimum(2, f.octave.astype(int) // 2)
+    out: dict[int, list[int]] = {}
+    for i, c in enumerate(cell.tolist()):
+        out.setdefault(c, []).append(i)
+    return out
+
+
+def test_votes_reach_the_picture_past_strong_clutter(giraffe, photos, monkeypatch):
+    """A caption or a border edge takes the strongest keypoints of a query; the voting
+    descriptors are spread over the picture, so the picture's own still find it."""
+    from vigil.core import robust as core_robust
+    from vigil.signals.robust import LocalFeatures
+
+    ref = _analyse(giraffe)
+    with Image.open(photos[5]) as im:
+        other = _analyse(im.convert("RGB"))
+    index = LocalFeatureIndex()
+    index.add(np.full(len(ref.banked), 1), ref.banked.desc)
+    index.add(np.full(len(other.banked), 2), other.banked.desc)
+    # the query: the giraffe's own features, behind 600 stronger ones that match nothing, all in
+    # one corner (random 256-bit descriptors are ~128 bits from everything banked)
+    q = ref.query
+    rng = np.random.default_rng(3)
+    n = 600
+    clutter_xy = rng.uniform(0, 100, (n, 2)).astype(np.float32)
+    feats = LocalFeatures(np.concatenate([clutter_xy, q.xy]),
+                          np.concatenate([rng.integers(0, 256, (n, 32), dtype=np.uint8), q.desc]),
+                          q.size, q.scale, np.concatenate([np.zeros(n, np.int16), q.octave]))
+    votes = index.vote(core_robust.vote_codes(feats), top=3)
+    assert votes and votes[0][0] == 1
+    monkeypatch.setattr(core_robust, "VOTE_SPREAD", False)  # the strongest only: clutter alone
+    assert [i for i, _ in index.vote(core_robust.vote_codes(feats), top=3)] == []
+
+
+def test_verify_min_inliers_fails_early_without_changing_results(giraffe):
+    from vigil.core.robust import MIN_INLIERS
+
+    q = _analyse(giraffe.rotate(5, expand=True)).query
+    ref = _analyse(giraffe).banked
+    v = verify(q, ref)
+    assert v is not None and v.inliers >= 15
+    again = verify(q, ref, min_inliers=v.inliers)
+    assert again is not None and again.inliers == v.inliers
+    assert verify(q, ref, min_inliers=v.inliers + 1000) is None
+    assert verify(q, ref, min_inliers=1) is not None  # never below MIN_INLIERS
+    assert MIN_INLIERS >= 4
