@@ -4,9 +4,10 @@ A video's signal is not one value but a sequence: for each sampled frame (about 
 the first frame of each shot, see :mod:`vigil.media.video`) the PDQ hash of the frame with its
 uniform borders (letterbox, pillarbox) trimmed, the PDQ quality, the presentation time and the
 frame number. The hashing reuses :mod:`vigil.signals.pdq` as is: one DCT per frame gives the
-stored hash and, for queries, the mirrored hash (a horizontally flipped re-upload), and
-:func:`vigil.media.image.find_borders` trims each frame on its own, so bars that come and go
-within a video are handled frame by frame.
+stored hash and, for queries, the mirrored hash (a horizontally flipped re-upload). Bars are cut off first: by the box
+:func:`vigil.media.video.shot_boxes` found for the frame's shot (bars are constant within a shot,
+so bars that come and go between shots are handled shot by shot), or by a trim of the frame on
+its own when no such box is given.
 
 Three forms:
 
@@ -241,8 +242,13 @@ def hash_frames(frames: t.Iterable[SampledFrame], *, rate: float, duration: floa
     grids: list[np.ndarray] = []
     for fr in frames:
         y = fr.luma
-        if trim is not None:
-            top, bottom, left, right = trim(y)
+        # the shot's bar box when the decoder found one (vigil.media.video.shot_boxes: bars
+        # are constant over a shot, picture is not), else this frame's own trim
+        box = getattr(fr, "box", None)
+        if box is None and trim is not None:
+            box = trim(y)
+        if box is not None:
+            top, bottom, left, right = box
             y = y[top:bottom, left:right]
         rows, cols = y.shape
         k = min(rows, cols) // POOL_SIDE
