@@ -13,19 +13,26 @@ from pathlib import Path
 from vigil.errors import UsageError
 from vigil.media.image import ImageLimits
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "env_number"]
 
 
-def _env_int(name: str, default: int) -> int:
+def env_number(name: str, default: float, *, integer: bool = False,
+               allow_zero: bool = False) -> float:
+    """A number from the environment variable ``name`` (``default`` when unset or empty), read
+    when called, never at import. A malformed, negative, or (unless ``allow_zero``) zero value
+    is a :class:`~vigil.errors.UsageError` naming the variable: a setting that cannot be used
+    must stop the program, not be ignored."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw) if integer else float(raw)
     except ValueError:
-        raise UsageError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise UsageError(f"{name} must be positive, got {value}")
+        kind = "an integer" if integer else "a number"
+        raise UsageError(f"{name} must be {kind}, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        need = "must not be negative" if allow_zero else "must be positive"
+        raise UsageError(f"{name} {need}, got {raw!r}")
     return value
 
 
@@ -42,8 +49,8 @@ class Settings:
             data_dir=Path(data_dir or os.environ.get("VIGIL_DATA") or "vigil-data"),
             database_url=database_url or os.environ.get("VIGIL_DATABASE_URL") or None,
             limits=ImageLimits(
-                max_bytes=_env_int("VIGIL_MAX_BYTES", base.max_bytes),
-                max_pixels=_env_int("VIGIL_MAX_PIXELS", base.max_pixels),
+                max_bytes=int(env_number("VIGIL_MAX_BYTES", base.max_bytes, integer=True)),
+                max_pixels=int(env_number("VIGIL_MAX_PIXELS", base.max_pixels, integer=True)),
             ),
         )
 

@@ -18,23 +18,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from vigil.config import env_number
 from vigil.core.actions import DeliveryPolicy
-from vigil.errors import UsageError
 
 __all__ = ["ServiceSettings"]
 
 
 def _num(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise UsageError(f"{name} must not be negative, got {raw!r}")
-    return value
+    return env_number(name, default, allow_zero=True)
 
 
 @dataclasses.dataclass(frozen=True)

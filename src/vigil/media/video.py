@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import time
 import typing as t
 from pathlib import Path
@@ -103,20 +102,9 @@ class VideoLimits:
     def from_env(cls) -> VideoLimits:
         """``VIGIL_VIDEO_MAX_SECONDS``, ``VIGIL_VIDEO_MAX_PIXELS``, ``VIGIL_VIDEO_DECODE_SECONDS``,
         ``VIGIL_VIDEO_THREADS`` (read when called, never at import)."""
+        from vigil.config import env_number as num
+
         base = cls()
-
-        def num(name: str, default: float) -> float:
-            raw = os.environ.get(name)
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise UsageError(f"{name} must be a number, got {raw!r}") from None
-            if value <= 0:
-                raise UsageError(f"{name} must be positive, got {raw}")
-            return value
-
         return cls(
             max_pixels=int(num("VIGIL_VIDEO_MAX_PIXELS", base.max_pixels)),
             max_duration=num("VIGIL_VIDEO_MAX_SECONDS", base.max_duration),
