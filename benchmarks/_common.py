@@ -55,6 +55,22 @@ def pin_threads(n: int = 1, *, cpu: int | None = None) -> dict[str, t.Any]:
     return info
 
 
+def pin_from_argv(main: bool) -> dict[str, t.Any]:
+    """For a script run as ``__main__``: one thread, pinned to the CPU given by ``--cpu`` (the
+    first allowed one by default) unless ``--no-pin``; the real parser still owns those flags,
+    this only reads them early, before numpy and FAISS load. Imported (by a test): nothing."""
+    if not main:
+        return {}
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--no-pin", action="store_true")
+    pre.add_argument("--cpu", type=int, default=None)
+    known, _ = pre.parse_known_args()
+    cpu = None if known.no_pin else (known.cpu if known.cpu is not None else first_allowed_cpu())
+    return pin_threads(1, cpu=cpu)
+
+
 def first_allowed_cpu() -> int | None:
     if hasattr(os, "sched_getaffinity"):
         return min(os.sched_getaffinity(0))

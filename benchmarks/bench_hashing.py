@@ -39,19 +39,7 @@ from pathlib import Path
 
 import _common
 
-if __name__ == "__main__":
-    _pre = argparse.ArgumentParser(add_help=False)
-    _pre.add_argument("--no-pin", action="store_true")
-    _pre.add_argument("--cpu", type=int, default=None)
-    _known, _ = _pre.parse_known_args()
-    PIN = _common.pin_threads(
-        1,
-        cpu=None
-        if _known.no_pin
-        else (_known.cpu if _known.cpu is not None else _common.first_allowed_cpu()),
-    )
-else:  # imported (e.g. by a test): do not touch the process's threads
-    PIN = {}
+PIN = _common.pin_from_argv(__name__ == "__main__")  # before numpy and FAISS load
 
 import numpy as np
 import pdqhash
