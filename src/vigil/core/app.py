@@ -135,8 +135,10 @@ class Vigil:
 
     def refresh_indexes(self) -> int:
         """Apply what other processes changed (a `vigil bank add` while a scan or the server
-        runs): one indexed ``max(seq)`` query, and a change-log catch-up only for the loaded
-        indexes that are behind. Returns the change-log rows applied."""
+        runs): one query for the change marks (``Store.change_marks``: the change log's head and
+        the banks' version token, which the matcher keys its bank settings on), skipped while
+        the last look is younger than ``refresh_interval_s``; then a change-log catch-up only for
+        the loaded indexes that are behind. Returns the change-log rows applied."""
         loaded = [i for i in (self._indexes, self._robust, self._video) if i is not None]
         if not loaded:
             return 0
