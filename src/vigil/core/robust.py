@@ -139,34 +139,46 @@ def _plausible(h: np.ndarray, quad: np.ndarray) -> bool:
     return bool(cv2.isContourConvex(quad.astype(np.float32).reshape(-1, 1, 2)))
 
 
-def ratio_matches(qdesc: np.ndarray, rdesc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Descriptor matches (query index, reference index) that pass Lowe's ratio test, one query
-    keypoint per reference keypoint (the closest), so repeated texture cannot inflate the count.
-
-    FAISS's binary flat search finds the two nearest reference descriptors of every query
-    descriptor ~3x faster than OpenCV's brute-force matcher, and the ratio test and the
-    one-per-reference rule are array operations instead of a loop over match objects."""
+def query_codes(desc: np.ndarray) -> t.Any:
+    """A FAISS flat index over a query's descriptors: built once per pass, then every candidate's
+    reference descriptors are looked up in it (see :func:`ratio_matches`)."""
     import faiss
 
-    if len(rdesc) < 2 or not len(qdesc):
+    flat = faiss.IndexBinaryFlat(desc.shape[1] * 8 if desc.ndim == 2 else 256)
+    if len(desc):
+        flat.add(np.ascontiguousarray(desc, np.uint8))
+    return flat
+
+
+def ratio_matches(qdesc: np.ndarray, rdesc: np.ndarray, qindex: t.Any = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptor matches (query index, reference index) that pass Lowe's ratio test: for each
+    reference descriptor its nearest query descriptor, kept when clearly nearer than the second
+    nearest; then one reference keypoint per query keypoint (the closest), so repeated texture
+    cannot inflate the count.
+
+    The reference's 256 descriptors are looked up among the query's 1000 in a FAISS binary flat
+    index (``qindex``, built once per pass by :func:`query_codes`, else here): a quarter of the
+    searches of the opposite direction, ~3x faster, and ~3x faster again than OpenCV's
+    brute-force matcher; the ratio test and the one-per-keypoint rule are array operations."""
+    if len(rdesc) < 1 or len(qdesc) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    flat = faiss.IndexBinaryFlat(rdesc.shape[1] * 8)
-    flat.add(np.ascontiguousarray(rdesc, np.uint8))
-    dist, idx = flat.search(np.ascontiguousarray(qdesc, np.uint8), 2)
+    flat = qindex if qindex is not None else query_codes(qdesc)
+    dist, idx = flat.search(np.ascontiguousarray(rdesc, np.uint8), 2)
     ok = (idx[:, 1] >= 0) & (dist[:, 0] < RATIO * dist[:, 1])
-    qi = np.nonzero(ok)[0]
-    ri = idx[qi, 0].astype(np.int64)
-    d0 = dist[qi, 0]
-    # per reference keypoint keep the closest query keypoint (lowest distance, then lowest index)
-    order = np.lexsort((qi, d0, ri))
+    ri = np.nonzero(ok)[0]
+    qi = idx[ri, 0].astype(np.int64)
+    d0 = dist[ri, 0]
+    # per query keypoint keep the closest reference keypoint (lowest distance, then lowest index)
+    order = np.lexsort((ri, d0, qi))
     first = np.ones(len(order), bool)
-    first[1:] = ri[order][1:] != ri[order][:-1]
+    first[1:] = qi[order][1:] != qi[order][:-1]
     keep = np.sort(order[first])
-    return qi[keep].astype(np.int64), ri[keep]
+    return qi[keep], ri[keep].astype(np.int64)
 
 
 def verify(query: LocalFeatures, ref: LocalFeatures, *, min_coverage: float = MIN_COVERAGE,
-           min_inliers: int = MIN_INLIERS) -> Verified | None:
+           min_inliers: int = MIN_INLIERS, qindex: t.Any = None) -> Verified | None:
     """Geometric verification of ``ref`` (a banked payload) inside ``query``; None if it fails.
     ``min_inliers``: fewer ratio-test matches (hence inliers) than this is a failure before any
     RANSAC (the caller's threshold: a search for 15 inliers need not fit 9 matches)."""
@@ -175,7 +187,7 @@ def verify(query: LocalFeatures, ref: LocalFeatures, *, min_coverage: float = MI
     min_inliers = max(MIN_INLIERS, min_inliers)
     if len(query) < 4 or len(ref) < 4:
         return None
-    qi, ri = ratio_matches(query.desc, ref.desc)
+    qi, ri = ratio_matches(query.desc, ref.desc, qindex)
     if len(qi) < min_inliers:
         return None
     src = ref.xy[ri]
@@ -432,12 +444,13 @@ class RobustIndex(ChangeLogFollower):
         # candidates far behind the leader are chance agreement; verifying one costs ~1 ms
         votes = [(i, n) for i, n in votes if n >= VOTE_SHARE * votes[0][1]]
         refs = self.payloads([i for i, _ in votes])
+        qindex = query_codes(q.desc)
         out = []
         for sid, nv in votes:
             ref = refs.get(sid)
             if ref is None:
                 continue
-            v = verify(q, ref, min_inliers=100 - max_distance)
+            v = verify(q, ref, min_inliers=100 - max_distance, qindex=qindex)
             if v is not None and v.distance <= max_distance:
                 ev = {**_evidence(v), "votes": nv}
                 if variant.endswith("flip-x"):  # the region is in the mirrored query: map back

@@ -158,8 +158,9 @@ def mirror_features(grey: np.ndarray, f: LocalFeatures) -> LocalFeatures:
     if f.keypoints is None:
         return extract_features(mirrored, max(len(f), 1), f.scale)
     w = grey.shape[1]
-    mk = [cv2.KeyPoint(float(w - 1 - x), float(y), float(sz), float((180.0 - ang) % 360.0),
-                       float(resp), int(octv)) for x, y, sz, ang, resp, octv in f.keypoints]
+    # (from Python floats: numpy scalars as arguments cost twice as much)
+    mk = [cv2.KeyPoint(w - 1 - x, y, sz, (180.0 - ang) % 360.0, resp, int(octv))
+          for x, y, sz, ang, resp, octv in f.keypoints.tolist()]
     try:
         kps, desc = _orb(max(len(mk), 1)).compute(mirrored, mk)
     except cv2.error as exc:
