@@ -508,3 +508,63 @@ def test_verify_min_inliers_fails_early_without_changing_results(giraffe):
     assert verify(q, ref, min_inliers=v.inliers + 1000) is None
     assert verify(q, ref, min_inliers=1) is not None  # never below MIN_INLIERS
     assert MIN_INLIERS >= 4
+
+
+def _caption(img: Image.Image, share: float) -> Image.Image:
+    """A solid caption bar with text over the bottom ``share`` of ``img``."""
+    from PIL import ImageDraw
+
+    out = img.copy()
+    w, h = out.size
+    d = ImageDraw.Draw(out)
+    d.rectangle((0, round(h * (1 - share)), w, h), fill=(38, 38, 38))
+    for i in range(6):
+        d.text((20 + 90 * i, round(h * (1 - share / 2))), "#news", fill=(255, 255, 255))
+    return out
+
+
+def test_caption_bars_are_found_and_only_where_they_are(giraffe, photos):
+    from vigil.signals.robust import find_bars
+
+    for share in (0.15, 0.3):
+        data = encode_image(_caption(giraffe, share), "JPEG", quality=90)
+        decoded = decode_image(data)
+        ra = OrbSignal.analyse(decoded)
+        rows, cols = ra.grey.shape
+        # the bar's edge in the features' picture (the decoder trims the bar's plain rows)
+        top, bottom, _, _ = decoded.box
+        edge = (decoded.luma.shape[0] * (1 - share) - top) * rows / (bottom - top)
+        bars = find_bars(ra.grey)
+        assert len(bars) == 1
+        x0, y0, x1, y1 = bars[0]
+        assert (x0, y0, x1) == (0, 0, cols) and abs(y1 - edge) <= 3
+        turned = _analyse(_caption(giraffe, share).rotate(90, expand=True))
+        side = find_bars(turned.grey)  # the bar is now at the right: the left part is visible
+        assert len(side) == 1
+        assert side[0][:2] == (0, 0) and side[0][3] == turned.grey.shape[0]
+        assert side[0][2] < 0.9 * turned.grey.shape[1]
+    for p in photos[:6]:  # plain photos carry no bar
+        with Image.open(p) as im:
+            assert find_bars(_analyse(im.convert("RGB")).grey) == []
+
+
+def test_coverage_counts_what_a_caption_bar_left_visible(giraffe):
+    """A bar over 30% of the query hides part of the reference; coverage is measured against
+    the visible part (at most MAX_BAR of the reference excused), so the match needs less of
+    the whole reference and a logo stays rejected."""
+    from vigil.core.robust import _visible_coverage
+    from vigil.signals.robust import MAX_BAR, find_bars
+
+    ref = _analyse(giraffe).banked
+    ra = _analyse(_caption(giraffe, 0.3))
+    plain = verify(ra.query, ref, min_coverage=0.0)
+    assert plain is not None
+    strict = plain.coverage + 0.1  # more than the whole reference gives
+    assert verify(ra.query, ref, min_coverage=strict) is None
+    seen = verify(ra.query, ref, min_coverage=strict, visible=lambda: find_bars(ra.grey))
+    assert seen is not None and seen.coverage >= strict and seen.inliers == plain.inliers
+    # no bar, no excuse; and however small the visible part, at most MAX_BAR is excused
+    assert verify(ra.query, ref, min_coverage=strict, visible=lambda: []) is None
+    hull = 1000.0
+    assert _visible_coverage(100.0, ref, np.eye(3), hull, [(0, 0, 1, 1)]) == pytest.approx(
+        100.0 / max((1 - MAX_BAR) * hull, 0.05 * ref.size[0] * ref.size[1]))

@@ -367,7 +367,7 @@ def _match_one(q: dict[str, t.Any]) -> dict[str, t.Any]:
     # max_distance: the shipped default (15 inliers), as the matcher asks for it: a later pass
     # runs only when the earlier ones found nothing at the default
     found = _W["robust"].search(ra.query, ra.mirrored, max_distance=100 - ROBUST_DEFAULT,
-                                regions=ra.regions)
+                                regions=ra.regions, bars=ra.bars)
     t3, w3 = time.thread_time(), time.perf_counter()
     rob_ok = rob_wrong = 0
     variant = None

@@ -161,7 +161,7 @@ class Matcher:
             return outcome
         limit = max(banks[b][1].get(OrbSignal.name, 0) for b in eligible)
         found = self.robust.search(q.robust.query, q.robust.mirrored, max_distance=limit,
-                                   regions=q.robust.regions)
+                                   regions=q.robust.regions, bars=q.robust.bars)
         if not found:
             return outcome
         info.update(self._resolve(sorted({c.signal_id for c in found} - set(info))))

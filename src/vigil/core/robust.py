@@ -178,7 +178,9 @@ def ratio_matches(qdesc: np.ndarray, rdesc: np.ndarray, qindex: t.Any = None,
 
 
 def verify(query: LocalFeatures, ref: LocalFeatures, *, min_coverage: float = MIN_COVERAGE,
-           min_inliers: int = MIN_INLIERS, qindex: t.Any = None) -> Verified | None:
+           min_inliers: int = MIN_INLIERS, qindex: t.Any = None,
+           visible: t.Callable[[], t.Sequence[tuple[int, int, int, int]]] | None = None,
+           ) -> Verified | None:
     """Geometric verification of ``ref`` (a banked payload) inside ``query``; None if it fails.
     ``min_inliers``: fewer ratio-test matches (hence inliers) than this is a failure before any
     RANSAC (the caller's threshold: a search for 15 inliers need not fit 9 matches)."""
@@ -221,12 +223,39 @@ def verify(query: LocalFeatures, ref: LocalFeatures, *, min_coverage: float = MI
         return None
     # Coverage is measured against the hull of all the reference's keypoints, not its frame: an
     # object on a plain background has keypoints only on the object, and that is all of it.
-    coverage = _hull_area(src[inl]) / max(_hull_area(ref.xy), 0.05 * rows * cols, 1.0)
+    ref_hull = _hull_area(ref.xy)
+    covered = _hull_area(src[inl])
+    coverage = covered / max(ref_hull, 0.05 * rows * cols, 1.0)
+    if coverage < min_coverage and visible is not None:
+        coverage = max(coverage, _visible_coverage(covered, ref, h, ref_hull, visible()))
     if coverage < min_coverage:
         return None
     quad = quad * query.scale + np.asarray(query.origin, np.float32)
     return Verified(n, round(coverage, 3), quad.round(1).tolist(), h,
                     (src[inl], dst[inl]))
+
+
+def _visible_coverage(covered: float, ref: LocalFeatures, h: np.ndarray, ref_hull: float,
+                      boxes: t.Sequence[tuple[int, int, int, int]]) -> float:
+    """Coverage measured against the part of the reference a caption bar or banner left
+    visible: the hull of the reference keypoints that ``h`` maps into one of ``boxes`` (query
+    feature coordinates, see :func:`vigil.signals.robust.find_bars`). A bar hides at most
+    ``MAX_BAR`` of the picture, so the denominator never drops below ``1 - MAX_BAR`` of the whole
+    hull: a logo's few inliers cannot be excused by a bar."""
+    import cv2
+
+    from vigil.signals.robust import MAX_BAR
+
+    if not boxes or len(ref) < 3:
+        return 0.0
+    rows, cols = ref.size
+    floor = max((1 - MAX_BAR) * ref_hull, 0.05 * rows * cols, 1.0)
+    proj = cv2.perspectiveTransform(ref.xy.reshape(-1, 1, 2).astype(np.float32), h).reshape(-1, 2)
+    best = 0.0
+    for x0, y0, x1, y1 in boxes:
+        inside = ((proj[:, 0] >= x0) & (proj[:, 0] < x1) & (proj[:, 1] >= y0) & (proj[:, 1] < y1))
+        best = max(best, covered / max(_hull_area(ref.xy[inside]), floor))
+    return best
 
 
 def _evidence(v: Verified) -> dict[str, t.Any]:
@@ -418,14 +447,21 @@ class RobustIndex(ChangeLogFollower):
     def search(self, query: LocalFeatures, mirrored: t.Callable[[], LocalFeatures] | None = None,
                *, max_distance: int = 100,
                regions: t.Callable[[], t.Iterable[LocalFeatures]] | None = None,
+               bars: t.Callable[[], t.Sequence[tuple[int, int, int, int]]] | None = None,
                ) -> list[RobustCandidate]:
         """Verified candidates for one query. Passes, each only when the ones before verified
         nothing within ``max_distance``: the picture; the mirrored picture; then each embedded
         picture the query seems to hold (``regions``: picture-in-picture, screenshots, screen
         recordings), cut out and described at full size, variant ``robust+region``."""
-        found = self._search_one(query, "robust", max_distance)
+        visible = _once(bars) if bars is not None else None
+        found = self._search_one(query, "robust", max_distance, visible)
         if not found and mirrored is not None and len(self):
-            found = self._search_one(mirrored(), "robust+flip-x", max_distance)
+            m = mirrored()
+            flipped = None
+            if visible is not None:
+                w = m.size[1]
+                flipped = _once(lambda: [(w - x1, y0, w - x0, y1) for x0, y0, x1, y1 in visible()])
+            found = self._search_one(m, "robust+flip-x", max_distance, flipped)
         if not found and regions is not None and len(self):
             for region in regions():
                 found = self._search_one(region, "robust+region", max_distance)
@@ -433,7 +469,9 @@ class RobustIndex(ChangeLogFollower):
                     break
         return found
 
-    def _search_one(self, q: LocalFeatures, variant: str, max_distance: int) -> list[RobustCandidate]:
+    def _search_one(self, q: LocalFeatures, variant: str, max_distance: int,
+                    visible: t.Callable[[], t.Sequence[tuple[int, int, int, int]]] | None = None,
+                    ) -> list[RobustCandidate]:
         if len(q) < 4:
             return []
         # retrieval cost grows with the query's descriptors times the bank's: VOTE_FEATURES of
@@ -450,7 +488,7 @@ class RobustIndex(ChangeLogFollower):
             ref = refs.get(sid)
             if ref is None:
                 continue
-            v = verify(q, ref, min_inliers=100 - max_distance, qindex=qindex)
+            v = verify(q, ref, min_inliers=100 - max_distance, qindex=qindex, visible=visible)
             if v is not None and v.distance <= max_distance:
                 ev = {**_evidence(v), "votes": nv}
                 if variant.endswith("flip-x"):  # the region is in the mirrored query: map back
@@ -458,6 +496,18 @@ class RobustIndex(ChangeLogFollower):
                     ev["region"] = [[round(w - x, 1), y] for x, y in ev["region"]]
                 out.append(RobustCandidate(sid, v.distance, variant, ev))
         return out
+
+
+def _once(fn: t.Callable[[], t.Any]) -> t.Callable[[], t.Any]:
+    """``fn``, computed on the first call only (bars are looked for only when a candidate
+    verifies with too little coverage, which is rare)."""
+    box: list[t.Any] = []
+
+    def get() -> t.Any:
+        if not box:
+            box.append(fn())
+        return box[0]
+    return get
 
 
 def vote_codes(q: LocalFeatures) -> np.ndarray:
