@@ -61,9 +61,10 @@ MAX_SIDE = 640
 MIN_SIDE = 640
 QUERY_FEATURES = 1000
 #: keypoints of an embedded region cut out of a query (see RobustAnalysis.regions)
-REGION_FEATURES = 1000
+REGION_FEATURES = 400
 #: long side an embedded region is described at
 REGION_SIDE = 640
+REGION_MIN_SIDE = 480
 BANK_FEATURES = 256
 #: below this many keypoints a picture is too flat to verify geometrically: kept, never indexed
 MIN_FEATURES = 40
@@ -486,7 +487,7 @@ class RobustAnalysis:
             crop = base[round(y0 * bh / gh): round(y1 * bh / gh), round(x0 * bw / gw): round(x1 * bw / gw)]
             if min(crop.shape[:2]) < 16:
                 continue
-            grey, s = prepare_luma(crop, REGION_SIDE)
+            grey, s = prepare_luma(crop, min(REGION_SIDE, max(REGION_MIN_SIDE, max(crop.shape[:2]))))
             f = extract_features(grey, REGION_FEATURES, s * lw / bw)
             yield dataclasses.replace(f, origin=(x0 * lw / gw, y0 * lh / gh))
 
