@@ -409,8 +409,13 @@ def test_query_features_survive_pickling(giraffe):
     mirrored query still works on the other side."""
     import pickle
 
-    ra = pickle.loads(pickle.dumps(_analyse(giraffe)))
-    assert len(ra.mirrored()) == len(ra.query)
+    from vigil.signals.robust import MIRROR_FEATURES
+
+    here = _analyse(giraffe)
+    ra = pickle.loads(pickle.dumps(here))
+    mirrored = ra.mirrored()
+    assert len(mirrored) == min(len(ra.query), MIRROR_FEATURES) == len(here.mirrored())
+    assert np.array_equal(mirrored.desc, here.mirrored().desc)
 
 
 def test_region_pass_skips_small_rectangles(giraffe):

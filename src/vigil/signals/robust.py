@@ -60,6 +60,8 @@ MAX_SIDE = 640
 #: small in another (picture-in-picture) when the query is enlarged to 640 first
 MIN_SIDE = 640
 QUERY_FEATURES = 1000
+#: keypoints the mirrored query re-describes (see RobustAnalysis.mirrored)
+MIRROR_FEATURES = 400
 #: keypoints of an embedded region cut out of a query (see RobustAnalysis.regions)
 REGION_FEATURES = 400
 #: long side an embedded region is described at
@@ -470,7 +472,15 @@ class RobustAnalysis:
         return find_bars(self.grey)
 
     def mirrored(self) -> LocalFeatures:
-        return mirror_features(self.grey, self.query)
+        """The mirrored picture's features: ``MIRROR_FEATURES`` of the query's keypoints, spread
+        over the picture like the voters (:func:`spread_order`), re-described mirrored."""
+        q = self.query
+        if len(q) > MIRROR_FEATURES and q.keypoints is not None:
+            keep = spread_order(q, MIRROR_FEATURES)
+            q = dataclasses.replace(q, xy=q.xy[keep], desc=q.desc[keep],
+                                    octave=None if q.octave is None else q.octave[keep],
+                                    keypoints=q.keypoints[keep])
+        return mirror_features(self.grey, q)
 
     def rectangles(self) -> list[tuple[int, int, int, int]]:
         """:func:`find_embedded`'s rectangles that the region pass searches (at least
