@@ -447,6 +447,10 @@ def full_resolution_luma(source: bytes) -> np.ndarray | None:
 
     try:
         img = Image.open(io.BytesIO(source))
+        if img.format == "JPEG" and img.mode in ("RGB", "YCbCr", "L"):
+            # the luma channel only, at full size: libjpeg skips chroma and colour conversion
+            # (~3x faster than decoding RGB and converting; the luma differs by rounding)
+            img.draft("L", img.size)
         return _decode_opened(img, ImageLimits(), "<query>", scaled=False).trimmed_luma()
     except (VigilError, OSError, ValueError, SyntaxError):
         return None
