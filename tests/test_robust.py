@@ -573,3 +573,27 @@ def test_coverage_counts_what_a_caption_bar_left_visible(giraffe):
     hull = 1000.0
     assert _visible_coverage(100.0, ref, np.eye(3), hull, [(0, 0, 1, 1)]) == pytest.approx(
         100.0 / max((1 - MAX_BAR) * hull, 0.05 * ref.size[0] * ref.size[1]))
+
+
+def test_embedded_picture_is_rehashed_with_pdq(core, photos, tmp_path, giraffe):
+    """A picture embedded whole in another is cut out and re-hashed with PDQ: it matches a bank
+    that holds only the PDQ hash (a partner's hash list, no local features), with the region as
+    evidence; an unrelated embedded picture does not."""
+    from vigil.core.banks import EntrySpec
+
+    core.create_bank("hashes")
+    sigs = [s for s in hash_file(photos[0]).signals if s.type == "pdq"]
+    (eid,) = core.add_entries("hashes", [EntrySpec(sigs)])
+    img, truth = _picture_in_picture(giraffe, scale=0.45, at=(300, 150))
+    q = save(img, tmp_path / "pip.jpg", quality=90)
+    result = core.match_file(q).to_dict()
+    (hit,) = result["matches"]
+    assert hit["entry_id"] == eid and hit["signal_type"] == "pdq"
+    assert hit["variant"] == "pdq+region" and hit["distance"] <= 31
+    xs = [p[0] for p in hit["evidence"]["region"]]
+    ys = [p[1] for p in hit["evidence"]["region"]]
+    k = decode_image(q.read_bytes()).luma.shape[1] / 1024  # evidence is in decoded-luma pixels
+    assert _iou((min(xs), min(ys), max(xs), max(ys)), [c * k for c in truth]) > 0.9
+    with Image.open(photos[9]) as im:
+        other, _ = _picture_in_picture(im.convert("RGB"), scale=0.45, at=(300, 150))
+    assert core.match_file(save(other, tmp_path / "o.jpg", quality=90)).to_dict()["matches"] == []

@@ -329,12 +329,30 @@ def _match_init(out: str) -> None:
     sig_ref = {r.id: ent[r.entry_id] for r in rows if r.entry_id in ent}
     pdq = [(ent[r.entry_id], bytes.fromhex(r.value)) for r in rows
            if r.type == "pdq" and r.entry_id in ent and (r.quality or 0) >= 50]
-    _W.update(v=v, robust=v.robust, sig_ref=sig_ref,
+    pdq_sid = [r.id for r in rows if r.type == "pdq" and r.entry_id in ent and (r.quality or 0) >= 50]
+    _W.update(v=v, robust=v.robust, sig_ref=sig_ref, pdq_sid=np.array(pdq_sid, np.int64),
               pdq_ref=np.array([p[0] for p in pdq], np.int64),
               pdq_codes=np.frombuffer(b"".join(p[1] for p in pdq), np.uint8).reshape(-1, 32))
 
 
 _POP = np.array([i.bit_count() for i in range(256)], np.uint8)
+
+
+def _region_pdq(region: t.Any) -> list[t.Any]:
+    """The matcher's PDQ look-up of an embedded region (``Matcher._region_pdq``), against the
+    bench's banked PDQ hashes at PDQ's default threshold."""
+    from vigil.core.robust import RobustCandidate
+    from vigil.signals.pdq import LOW_QUALITY
+
+    hashes, quality = region.pdq()
+    if quality < LOW_QUALITY or not len(_W["pdq_codes"]):
+        return []
+    codes = np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes.values()),
+                          np.uint8).reshape(-1, 32)
+    d = _POP[codes[:, None, :] ^ _W["pdq_codes"][None, :, :]].sum(-1).min(0)
+    return [RobustCandidate(int(_W["pdq_sid"][i]), int(d[i]), "pdq+region",
+                            {"region": region.quad}, "pdq")
+            for i in np.nonzero(d <= PDQ_DEFAULT)[0]]
 
 
 def _match_one(q: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -365,22 +383,32 @@ def _match_one(q: dict[str, t.Any]) -> dict[str, t.Any]:
     t2, w2 = time.thread_time(), time.perf_counter()
     ra = OrbSignal.analyse(decoded, source=data)
     # max_distance: the shipped default (15 inliers), as the matcher asks for it: a later pass
-    # runs only when the earlier ones found nothing at the default
+    # runs only when the earlier ones found nothing at the default; embedded regions are first
+    # re-hashed with PDQ and looked up at PDQ's default, as the matcher does
     found = _W["robust"].search(ra.query, ra.mirrored, max_distance=100 - ROBUST_DEFAULT,
-                                regions=ra.regions, bars=ra.bars)
+                                regions=ra.region_cuts, bars=ra.bars, region_check=_region_pdq)
     t3, w3 = time.thread_time(), time.perf_counter()
     rob_ok = rob_wrong = 0
+    reg_ok = reg_wrong = 999
     variant = None
     for c in found:
         r = _W["sig_ref"].get(c.signal_id)
+        mine = ref is not None and r == ref
+        if c.signal_type == "pdq":  # an embedded region matched by its PDQ hash
+            if mine:
+                reg_ok, variant = min(reg_ok, c.distance), c.variant
+            else:
+                reg_wrong = min(reg_wrong, c.distance)
+            continue
         inl = int(c.evidence["inliers"])
-        if ref is not None and r == ref:
+        if mine:
             if inl > rob_ok:
                 rob_ok, variant = inl, c.variant
         else:
             rob_wrong = max(rob_wrong, inl)
     return {**out, "pdq_ok": best_ok, "pdq_wrong": best_wrong, "rob_ok": rob_ok,
-            "rob_wrong": rob_wrong, "rob_variant": variant, "pdq_ms": round((t1 - t0) * 1e3, 2),
+            "rob_wrong": rob_wrong, "region_pdq_ok": reg_ok, "region_pdq_wrong": reg_wrong,
+            "rob_variant": variant, "pdq_ms": round((t1 - t0) * 1e3, 2),
             "robust_ms": round((t3 - t2) * 1e3, 2), "robust_wall_ms": round((w3 - w2) * 1e3, 2),
             "keypoints": len(ra.query)}
 
@@ -399,13 +427,17 @@ def _decisions(tier: str, m: dict[str, t.Any], thr: float) -> tuple[bool, bool]:
         return False, False
     if tier == "pdq":
         return m["pdq_ok"] <= thr, m["pdq_wrong"] <= thr
+    # the robust tier's hits: inliers at the threshold swept, or an embedded region whose PDQ
+    # hash matched (at PDQ's default: that look-up has no inlier count to sweep)
+    rob = (m["rob_ok"] >= thr or m.get("region_pdq_ok", 999) <= PDQ_DEFAULT,
+           m["rob_wrong"] >= thr or m.get("region_pdq_wrong", 999) <= PDQ_DEFAULT)
     if tier == "robust":
-        return m["rob_ok"] >= thr, m["rob_wrong"] >= thr
+        return rob
     # vigil: PDQ at its default; on a miss (nothing within it), the robust tier
     ok, wrong = m["pdq_ok"] <= PDQ_DEFAULT, m["pdq_wrong"] <= PDQ_DEFAULT
     if ok or wrong:
         return ok, wrong
-    return m["rob_ok"] >= thr, m["rob_wrong"] >= thr
+    return rob
 
 
 TIERS = {"pdq": (range(97), PDQ_DEFAULT), "robust": (range(100, 7, -1), ROBUST_DEFAULT),
@@ -481,7 +513,8 @@ def stage_metrics(cfg: Config) -> dict[str, t.Any]:
     # which pass found the positives the robust tier found
     variants: dict[str, int] = {}
     for m in matches:
-        if m.get("rob_variant") and m.get("rob_ok", 0) >= ROBUST_DEFAULT:
+        if m.get("rob_variant") and (m.get("rob_ok", 0) >= ROBUST_DEFAULT
+                                     or m.get("region_pdq_ok", 999) <= PDQ_DEFAULT):
             variants[m["rob_variant"]] = variants.get(m["rob_variant"], 0) + 1
     result["robust_hits_by_pass"] = variants
     result["pdq_ms_median"] = float(np.median([m["pdq_ms"] for m in matches if "pdq_ms" in m] or [0]))

@@ -14,8 +14,10 @@ The cascade for one piece of content:
 5. the robust tier (:mod:`vigil.core.robust`: local features, geometric verification), for each
    bank whose ``robust_mode`` is ``always``, or ``on-miss`` (the default) when steps 1-3 found
    nothing in that bank; its hits have the variant ``robust`` (``robust+flip-x`` when found on the
-   mirrored picture), the distance ``100 - inliers`` and an ``evidence`` object; step 4 then runs
-   again over all hits.
+   mirrored picture, ``robust+region`` on a picture embedded in the query), the distance
+   ``100 - inliers`` and an ``evidence`` object. An embedded picture is first re-hashed with PDQ:
+   a hit so has the signal type ``pdq``, the variant ``pdq+region`` and the region as evidence;
+   step 4 then runs again over all hits.
 
 A hit's ``variant`` says under which edit it matched: ``original``, ``trimmed`` (the query had
 uniform borders), a dihedral edit (``flip-x``, ``rot90``, ...), or both (``trimmed+rot90``).
@@ -31,7 +33,7 @@ from sqlalchemy import select
 
 from vigil.core.banks import effective_thresholds
 from vigil.core.indexes import IndexSet
-from vigil.core.robust import RobustIndex, robust_mode
+from vigil.core.robust import RobustCandidate, RobustIndex, robust_mode
 from vigil.signals import Signal, registry
 from vigil.signals.pdq import LOW_QUALITY
 from vigil.signals.robust import OrbSignal
@@ -139,7 +141,10 @@ class Matcher:
         ids = sorted({c.signal_id for cands in per_query for c in cands})
         info = self._resolve(ids)
         outcomes = [self._decide(cands, info, banks) for cands in per_query]
-        if self.robust is not None and len(self.robust):
+        pdq_index = self.indexes.indexes.get("pdq")
+        # the robust tier also runs for banks of PDQ hashes alone (a partner's hash list): an
+        # embedded picture is re-hashed with PDQ
+        if self.robust is not None and (len(self.robust) or (pdq_index is not None and len(pdq_index))):
             for i, q in enumerate(queries):
                 if q.robust is not None:
                     outcomes[i] = self._robust_tier(q, per_query[i], outcomes[i], info, banks)
@@ -160,18 +165,43 @@ class Matcher:
         if not eligible:
             return outcome
         limit = max(banks[b][1].get(OrbSignal.name, 0) for b in eligible)
-        found = self.robust.search(q.robust.query, q.robust.mirrored, max_distance=limit,
-                                   regions=q.robust.regions, bars=q.robust.bars)
+        pdq_limit = max(banks[b][1].get("pdq", 0) for b in eligible)
+        found = self.robust.search(
+            q.robust.query, q.robust.mirrored, max_distance=limit, regions=q.robust.region_cuts,
+            bars=q.robust.bars, region_check=lambda region: self._region_pdq(region, pdq_limit))
         if not found:
             return outcome
         info.update(self._resolve(sorted({c.signal_id for c in found} - set(info))))
         extra = [
-            _Candidate(c.signal_id, OrbSignal.name, c.distance, c.variant)
+            _Candidate(c.signal_id, c.signal_type, c.distance, c.variant)
             for c in found
             if c.signal_id in info and info[c.signal_id][1] in eligible
         ]
         evidence = {c.signal_id: c.evidence for c in found}
         return self._decide(cands + extra, info, banks, evidence)
+
+    def _region_pdq(self, region: t.Any, radius: int) -> list[RobustCandidate]:
+        """An embedded region (:class:`~vigil.signals.robust.Region`) looked up by its PDQ
+        hashes, in all 8 orientations, within ``radius``: hits have the variant ``pdq+region``
+        (``pdq+region+flip-x``, ...) and, as evidence, the region in the query and the
+        distance."""
+        index = self.indexes.indexes.get("pdq")
+        if index is None or not len(index) or radius <= 0:
+            return []
+        hashes, quality = region.pdq()
+        if quality < LOW_QUALITY:
+            return []
+        names = list(hashes)
+        codes = np.frombuffer(b"".join(bytes.fromhex(hashes[n]) for n in names),
+                              np.uint8).reshape(len(names), 32)
+        best: dict[int, tuple[int, str]] = {}
+        for name, hits in zip(names, index.query(codes, radius)):
+            for sid, d in hits:
+                if sid not in best or d < best[sid][0]:
+                    best[sid] = (int(d), name)
+        return [RobustCandidate(sid, d, "pdq+region" + ("" if name == "original" else f"+{name}"),
+                                {"region": region.quad, "pdq_distance": d}, "pdq")
+                for sid, (d, name) in best.items()]
 
     def _candidates(self, q: Query, radius: dict[str, int]) -> list[_Candidate]:
         out: list[_Candidate] = []
@@ -237,12 +267,13 @@ class Matcher:
             if c.distance > limit:
                 continue
             robust = c.variant.startswith("robust")
+            region = "region" in c.variant  # found by the robust tier's region pass
             exact = registry.get(c.signal_type).distance_kind == "exact" and not robust
             rank = (0 if exact else 2 if robust else 1, c.distance,
                     0 if c.variant in ("original", "trimmed") else 1)
             hit = Hit(bank.name, bank.kind, eid, c.signal_type, int(c.distance), c.variant,
                       limit, dict(labels or {}), reference,
-                      (evidence or {}).get(c.signal_id) if robust else None)
+                      (evidence or {}).get(c.signal_id) if robust or region else None)
             if eid not in best or rank < best[eid][0]:
                 best[eid] = (rank, hit)
         hits = [h for _, h in sorted(best.values(), key=lambda x: (x[0], x[1].entry_id))]

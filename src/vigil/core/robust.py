@@ -110,6 +110,8 @@ class RobustCandidate:
     distance: int
     variant: str
     evidence: dict[str, t.Any]
+    #: ``orb``; ``pdq`` for an embedded region matched by its PDQ hash (variant ``pdq+region``)
+    signal_type: str = "orb"
 
 
 def _hull_area(pts: np.ndarray) -> float:
@@ -446,13 +448,17 @@ class RobustIndex(ChangeLogFollower):
 
     def search(self, query: LocalFeatures, mirrored: t.Callable[[], LocalFeatures] | None = None,
                *, max_distance: int = 100,
-               regions: t.Callable[[], t.Iterable[LocalFeatures]] | None = None,
+               regions: t.Callable[[], t.Iterable[t.Any]] | None = None,
                bars: t.Callable[[], t.Sequence[tuple[int, int, int, int]]] | None = None,
+               region_check: t.Callable[[t.Any], list[RobustCandidate]] | None = None,
                ) -> list[RobustCandidate]:
         """Verified candidates for one query. Passes, each only when the ones before verified
         nothing within ``max_distance``: the picture; the mirrored picture; then each embedded
         picture the query seems to hold (``regions``: picture-in-picture, screenshots, screen
-        recordings), cut out and described at full size, variant ``robust+region``."""
+        recordings), cut out and described at full size, variant ``robust+region``. ``regions``
+        may yield :class:`~vigil.signals.robust.Region` objects (``RobustAnalysis.region_cuts``)
+        instead of features: each is then first given to ``region_check`` (the matcher looks up
+        its PDQ hash), and described only when that returns nothing."""
         visible = _once(bars) if bars is not None else None
         found = self._search_one(query, "robust", max_distance, visible)
         if not found and mirrored is not None and len(self):
@@ -462,9 +468,16 @@ class RobustIndex(ChangeLogFollower):
                 w = m.size[1]
                 flipped = _once(lambda: [(w - x1, y0, w - x0, y1) for x0, y0, x1, y1 in visible()])
             found = self._search_one(m, "robust+flip-x", max_distance, flipped)
-        if not found and regions is not None and len(self):
+        if not found and regions is not None and (len(self) or region_check is not None):
             for region in regions():
-                found = self._search_one(region, "robust+region", max_distance)
+                # a region cut out whole is first re-hashed (PDQ, ~0.3 ms; the caller looks it
+                # up): local features (~10 ms) only when that finds nothing
+                if region_check is not None and not isinstance(region, LocalFeatures):
+                    found = region_check(region)
+                    if found:
+                        break
+                feats = region if isinstance(region, LocalFeatures) else region.features()
+                found = self._search_one(feats, "robust+region", max_distance)
                 if found:
                     break
         return found

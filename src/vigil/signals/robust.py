@@ -67,6 +67,8 @@ REGION_FEATURES = 400
 #: long side an embedded region is described at
 REGION_SIDE = 640
 REGION_MIN_SIDE = 480
+#: a region is re-hashed with PDQ at this square size (see Region.pdq)
+REGION_PDQ_SIDE = 256
 BANK_FEATURES = 256
 #: below this many keypoints a picture is too flat to verify geometrically: kept, never indexed
 MIN_FEATURES = 40
@@ -456,6 +458,51 @@ def full_resolution_luma(source: bytes) -> np.ndarray | None:
         return None
 
 
+class Region:
+    """A picture embedded in a query (picture-in-picture, a screenshot, a screen recording), cut
+    out of it: described on demand with local features (:meth:`features`) and re-hashed with PDQ
+    (:meth:`pdq`), so that a region that is the banked picture nearly whole matches as PDQ does,
+    before any local-feature search."""
+
+    def __init__(self, box: tuple[float, float, float, float], luma: np.ndarray,
+                 scale: float) -> None:
+        #: (x0, y0, x1, y1) in the query's (decoded luma) pixel coordinates
+        self.box = box
+        self.luma = luma
+        #: query pixels per pixel of ``luma``
+        self.scale = scale
+        self._features: LocalFeatures | None = None
+
+    @property
+    def quad(self) -> list[list[float]]:
+        """The box as the four corners robust evidence uses for a region."""
+        x0, y0, x1, y1 = (round(v, 1) for v in self.box)
+        return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+    def features(self) -> LocalFeatures:
+        if self._features is None:
+            crop = self.luma
+            grey, s = prepare_luma(crop, min(REGION_SIDE, max(REGION_MIN_SIDE, max(crop.shape[:2]))))
+            f = extract_features(grey, REGION_FEATURES, s * self.scale)
+            self._features = dataclasses.replace(f, origin=(self.box[0], self.box[1]))
+        return self._features
+
+    def pdq(self) -> tuple[dict[str, str], int]:
+        """The region's 8 dihedral PDQ query hashes (keyed like PdqSignal.analyse's untrimmed
+        ones) and its quality. The region is first resized to ``REGION_PDQ_SIDE`` square (area
+        averaging): PDQ's own filter weights are computed once per picture size, and a cut-out
+        has a new size every time (~2 ms a size; the hash moves by a few bits at most)."""
+        import cv2
+
+        from vigil.signals.pdq import dihedral_hashes, pdq_dct
+
+        side = REGION_PDQ_SIDE
+        small = cv2.resize(self.luma.astype(np.float32, copy=False), (side, side),
+                           interpolation=cv2.INTER_AREA)
+        coeffs, quality = pdq_dct(small)
+        return dihedral_hashes(coeffs), quality
+
+
 @dataclasses.dataclass(frozen=True)
 class RobustAnalysis:
     """What one decode gives: the signal to bank, its payload, and the query features."""
@@ -493,13 +540,12 @@ class RobustAnalysis:
         and it found 7 fewer of 200 embedded pictures.)"""
         return find_embedded(self.grey, MAX_REGIONS, min_area=MIN_REGION_AREA)
 
-    def regions(self) -> t.Iterator[LocalFeatures]:
-        """Features of each embedded picture :func:`find_embedded` sees, cut out of the
-        full-resolution decode (else out of the decoder's luma) and enlarged like any query, with
-        ``origin`` and ``scale`` mapping them back into the query's coordinates. Lazy: the
-        full-resolution decode happens only when a rectangle was found. Rectangles under
-        ``MIN_REGION_AREA`` of the picture are not searched (a picture embedded at less than
-        ~25% of the width is not found by this pass)."""
+    def region_cuts(self) -> t.Iterator[Region]:
+        """Each embedded picture :func:`find_embedded` sees, cut out of the full-resolution
+        decode (else out of the decoder's luma), best first. Lazy: the full-resolution decode
+        happens only when a rectangle was found. Rectangles under ``MIN_REGION_AREA`` of the
+        picture are not searched (a picture embedded at less than ~25% of the width is not
+        found by this pass)."""
         rects = self.rectangles()
         if not rects:
             return
@@ -513,9 +559,14 @@ class RobustAnalysis:
             crop = base[round(y0 * bh / gh): round(y1 * bh / gh), round(x0 * bw / gw): round(x1 * bw / gw)]
             if min(crop.shape[:2]) < 16:
                 continue
-            grey, s = prepare_luma(crop, min(REGION_SIDE, max(REGION_MIN_SIDE, max(crop.shape[:2]))))
-            f = extract_features(grey, REGION_FEATURES, s * lw / bw)
-            yield dataclasses.replace(f, origin=(x0 * lw / gw, y0 * lh / gh))
+            yield Region((x0 * lw / gw, y0 * lh / gh, x1 * lw / gw, y1 * lh / gh), crop, lw / bw)
+
+    def regions(self) -> t.Iterator[LocalFeatures]:
+        """The local features of each of :meth:`region_cuts`, described at their own size
+        between ``REGION_MIN_SIDE`` and ``REGION_SIDE``, with ``origin`` and ``scale`` mapping
+        them back into the query's coordinates."""
+        for region in self.region_cuts():
+            yield region.features()
 
     @property
     def banked(self) -> LocalFeatures:
