@@ -346,11 +346,24 @@ def test_cascade_finds_a_small_embedded_picture(core, photos, tmp_path, giraffe,
     core.create_bank("known")
     eid = _bank_photo(core, photos[0])
     _bank_photo(core, photos[5])
-    img, _ = _picture_in_picture(giraffe)
+    img, truth = _picture_in_picture(giraffe)
     q = save(img, tmp_path / "pip.jpg", quality=90)
     (hit,) = core.match_file(q).to_dict()["matches"]
     assert hit["entry_id"] == eid and hit["variant"] == "robust+region"
     assert hit["evidence"]["inliers"] >= 15 and len(hit["evidence"]["region"]) == 4
+    # --explain draws it: the correspondences land inside the embedded picture
+    from vigil.core.robust import explain_file
+
+    res = explain_file(core, q, tmp_path / "why.png")
+    assert res["explained"]["variant"] == "robust+region" and res["explained"]["inliers"] >= 15
+    with Image.open(tmp_path / "why.png") as im:
+        drawn = np.asarray(im.convert("RGB")).astype(int)
+    red = (drawn[:, :, 0] > 200) & (drawn[:, :, 1] < 60) & (drawn[:, :, 2] < 60)
+    ys, xs = np.nonzero(red)
+    qx = xs[xs > drawn.shape[1] - 640] - (drawn.shape[1] - 640)  # the query half, 640 px wide
+    k = 640 / 1024
+    x0, _, x1, _ = [c * k for c in truth]
+    assert len(qx) and np.median(qx) == pytest.approx((x0 + x1) / 2, abs=0.25 * (x1 - x0))
     with Image.open(photos[9]) as im:
         other, _ = _picture_in_picture(im.convert("RGB"))
     assert core.match_file(save(other, tmp_path / "o.jpg", quality=90)).to_dict()["matches"] == []
@@ -594,6 +607,11 @@ def test_embedded_picture_is_rehashed_with_pdq(core, photos, tmp_path, giraffe):
     ys = [p[1] for p in hit["evidence"]["region"]]
     k = decode_image(q.read_bytes()).luma.shape[1] / 1024  # evidence is in decoded-luma pixels
     assert _iou((min(xs), min(ys), max(xs), max(ys)), [c * k for c in truth]) > 0.9
+    from vigil.core.robust import explain_file
+
+    res = explain_file(core, q, tmp_path / "why.png")
+    assert res["explained"]["variant"] == "pdq+region" and res["explained"]["distance"] <= 31
+    assert (tmp_path / "why.png").stat().st_size > 1000
     with Image.open(photos[9]) as im:
         other, _ = _picture_in_picture(im.convert("RGB"), scale=0.45, at=(300, 150))
     assert core.match_file(save(other, tmp_path / "o.jpg", quality=90)).to_dict()["matches"] == []

@@ -450,8 +450,10 @@ def match_cmd(
             emit(res)
         else:
             ex = res["explained"]
-            out.print(f"{explain}: " + (f"entry {ex['entry_id']} in {ex['bank']}: {ex['inliers']} "
-                      f"inliers, coverage {ex['coverage']:.2f} ({ex['variant']}); drawn to {overlay}"
+            why = ("" if not ex else f"PDQ distance {ex['distance']}" if ex["inliers"] is None
+                   else f"{ex['inliers']} inliers, coverage {ex['coverage']:.2f}")
+            out.print(f"{explain}: " + (f"entry {ex['entry_id']} in {ex['bank']}: {why} "
+                      f"({ex['variant']}); drawn to {overlay}"
                       if ex else "no verified local-feature match to draw"))
         raise typer.Exit(ReturnCode.OK)
     if not paths and not signal and signals_from is None:

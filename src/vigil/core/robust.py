@@ -55,6 +55,7 @@ __all__ = [
     "RobustCandidate",
     "RobustIndex",
     "draw_explanation",
+    "draw_region",
     "export_signal_dicts",
     "import_payloads",
     "load_payloads",
@@ -540,47 +541,83 @@ def _sig(n: int) -> t.Any:
 
 
 # -- explanation drawing -------------------------------------------------------------------------
+def _canvas(query_grey: np.ndarray, ref_size: tuple[int, int],
+            ref_grey: np.ndarray | None = None) -> np.ndarray:
+    """The reference (its keypoint frame: banks hold no media) left, the query right."""
+    import cv2
+
+    qh, qw = query_grey.shape[:2]
+    rh, rw = ref_size
+    left = ref_grey if ref_grey is not None else np.full((rh, rw), 235, np.uint8)
+    left = cv2.resize(left, (rw, rh)) if left.shape[:2] != (rh, rw) else left
+    canvas = np.full((max(qh, rh), rw + 10 + qw, 3), 255, np.uint8)
+    canvas[:rh, :rw] = cv2.cvtColor(left, cv2.COLOR_GRAY2BGR)
+    canvas[:qh, rw + 10 :] = cv2.cvtColor(np.ascontiguousarray(query_grey), cv2.COLOR_GRAY2BGR)
+    cv2.rectangle(canvas, (0, 0), (rw - 1, rh - 1), (0, 160, 0), 2)
+    return canvas
+
+
+def _write(canvas: np.ndarray, text: str, out: Path) -> None:
+    import cv2
+
+    cv2.putText(canvas, text, (8, canvas.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                (0, 0, 255), 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), canvas):
+        raise OSError(f"{out}: cannot write the overlay")
+
+
 def draw_explanation(query_grey: np.ndarray, query: LocalFeatures, ref: LocalFeatures,
-                     out: Path, ref_grey: np.ndarray | None = None) -> Verified | None:
+                     out: Path, ref_grey: np.ndarray | None = None,
+                     canvas_scale: float | None = None) -> Verified | None:
     """Draw the matched region (the reference's outline in the query) and the inlier
-    correspondences into a PNG at ``out``; returns the verification, None when it fails."""
+    correspondences into a PNG at ``out``; returns the verification, None when it fails.
+
+    ``query`` may be a region cut out of the picture ``query_grey`` shows (its ``origin`` and
+    ``scale`` map it into the query's pixels): ``canvas_scale`` is then the query pixels per
+    pixel of ``query_grey`` (by default ``query.scale``, the whole picture's own features)."""
     import cv2
 
     v = verify(query, ref)
     if v is None:
         return None
-    qh, qw = query_grey.shape[:2]
+    cs = canvas_scale or query.scale
     rh, rw = ref.size
-    left = ref_grey if ref_grey is not None else np.full((rh, rw), 235, np.uint8)
-    left = cv2.resize(left, (rw, rh)) if left.shape[:2] != (rh, rw) else left
-    h = max(qh, rh)
-    canvas = np.full((h, rw + 10 + qw, 3), 255, np.uint8)
-    canvas[:rh, :rw] = cv2.cvtColor(left, cv2.COLOR_GRAY2BGR)
-    canvas[:qh, rw + 10 :] = cv2.cvtColor(query_grey, cv2.COLOR_GRAY2BGR)
-    quad = (np.array(v.quad, np.float32) / query.scale + [rw + 10, 0]).astype(np.int32)
+    canvas = _canvas(query_grey, ref.size, ref_grey)
+    quad = (np.array(v.quad, np.float32) / cs + [rw + 10, 0]).astype(np.int32)
     cv2.polylines(canvas, [quad.reshape(-1, 1, 2)], True, (0, 0, 255), 2)
-    cv2.rectangle(canvas, (0, 0), (rw - 1, rh - 1), (0, 160, 0), 2)
     src, dst = v.pairs
+    dst = (dst * query.scale + np.asarray(query.origin, np.float32)) / cs
     for (x0, y0), (x1, y1) in zip(src[:80], dst[:80]):
         p0 = (int(x0), int(y0))
         p1 = (int(x1) + rw + 10, int(y1))
         cv2.line(canvas, p0, p1, (0, 200, 255), 1)
         cv2.circle(canvas, p0, 2, (0, 160, 0), -1)
         cv2.circle(canvas, p1, 2, (0, 0, 255), -1)
-    cv2.putText(canvas, f"inliers {v.inliers}  coverage {v.coverage:.2f}", (8, h - 10),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), canvas):
-        raise OSError(f"{out}: cannot write the overlay")
+    _write(canvas, f"inliers {v.inliers}  coverage {v.coverage:.2f}", out)
     return v
+
+
+def draw_region(query_grey: np.ndarray, quad: t.Sequence[t.Sequence[float]], canvas_scale: float,
+                text: str, out: Path) -> None:
+    """Draw an embedded region matched by its PDQ hash: the region outlined in the query (no
+    correspondences: PDQ compares the whole region)."""
+    import cv2
+
+    canvas = _canvas(query_grey, (64, 64))
+    pts = (np.array(quad, np.float32) / canvas_scale + [74, 0]).astype(np.int32)
+    cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], True, (0, 0, 255), 2)
+    _write(canvas, text, out)
 
 
 def explain_file(vigil: t.Any, path: Path, out: Path) -> dict[str, t.Any]:
     """Match ``path`` (not recorded) and draw why its best hit matched into ``out`` (PNG):
     the reference's keypoints (banks hold no media, so the reference is drawn as its keypoint
-    frame), the matched region in the query and the inlier correspondences. Returns the match
-    result with an ``explained`` object (entry, inliers, coverage, overlay path) or, when no
-    banked local features verify, ``explained: null``."""
+    frame), the matched region in the query and the inlier correspondences — found on the
+    picture, its mirror or a picture embedded in it; for an embedded picture matched by its PDQ
+    hash, the region. Returns the match result with an ``explained`` object (entry, variant,
+    inliers and coverage or the PDQ distance, overlay path) or, when no hit has local features
+    that verify or a region, ``explained: null``."""
     from vigil.core.hashing import hash_file
     from vigil.errors import MediaError
 
@@ -593,21 +630,33 @@ def explain_file(vigil: t.Any, path: Path, out: Path) -> dict[str, t.Any]:
         raise hr.error
     if hr.robust is None:
         raise MediaError(f"{path}: no local features (not an image, or too small)", path=str(path))
+    ra = hr.robust
     robust = vigil.robust
-    with vigil.store.read() as s:
-        for hit in hits:
+    grey = np.ascontiguousarray(ra.grey)
+    for hit in hits:
+        base = {"entry_id": hit.entry_id, "bank": hit.bank, "variant": hit.variant,
+                "overlay": str(out)}
+        if hit.variant.startswith("pdq+region") and hit.evidence:
+            draw_region(grey, hit.evidence["region"], ra.query.scale,
+                        f"{hit.variant}  PDQ distance {hit.distance}", out)
+            result["explained"] = {**base, "distance": hit.distance, "inliers": None,
+                                   "coverage": None}
+            return result
+        with vigil.store.read() as s:
             sid = s.scalar(select(SignalRow.id).where(SignalRow.entry_id == hit.entry_id,
                                                      SignalRow.type == OrbSignal.name))
-            ref = robust.payloads([sid]).get(sid) if sid is not None else None
-            if ref is None:
-                continue
-            for name, q, grey in (("robust", hr.robust.query, hr.robust.grey),
-                                  ("robust+flip-x", None, hr.robust.grey[:, ::-1])):
-                q = q if q is not None else hr.robust.mirrored()
-                v = draw_explanation(np.ascontiguousarray(grey), q, ref, out)
-                if v is not None:
-                    result["explained"] = {"entry_id": hit.entry_id, "bank": hit.bank,
-                                           "variant": name, "inliers": v.inliers,
-                                           "coverage": v.coverage, "overlay": str(out)}
-                    return result
+        ref = robust.payloads([sid]).get(sid) if sid is not None else None
+        if ref is None:
+            continue
+        tries: list[tuple[str, t.Callable[[], LocalFeatures], np.ndarray]] = [
+            ("robust", lambda: ra.query, grey),
+            ("robust+flip-x", ra.mirrored, np.ascontiguousarray(grey[:, ::-1])),
+        ]
+        tries += [("robust+region", r.features, grey) for r in ra.region_cuts()]
+        for name, feats, canvas_grey in tries:
+            v = draw_explanation(canvas_grey, feats(), ref, out, canvas_scale=ra.query.scale)
+            if v is not None:
+                result["explained"] = {**base, "variant": name, "inliers": v.inliers,
+                                       "coverage": v.coverage}
+                return result
     return result
