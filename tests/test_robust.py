@@ -370,11 +370,14 @@ def test_cascade_finds_a_small_embedded_picture(core, photos, tmp_path, giraffe,
 
 
 # -- exports carry the payloads --------------------------------------------------------------------
-def test_jsonl_export_import_round_trips_a_robust_bank(tmp_path, photos, giraffe, db_url):
-    """`vigil bank export --format jsonl` carries each orb payload (base64); importing it into an
-    empty store there makes the robust tier match with it. A payload that does not match its
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_import_round_trips_a_robust_bank(tmp_path, photos, giraffe, db_url, fmt):
+    """`vigil bank export` (JSONL and CSV) carries each orb payload (base64); importing it into
+    an empty store there makes the robust tier match with it. A payload that does not match its
     digest fails the whole import, which then adds nothing."""
     import base64
+    import csv
+    import io
 
     from typer.testing import CliRunner
 
@@ -389,28 +392,31 @@ def test_jsonl_export_import_round_trips_a_robust_bank(tmp_path, photos, giraffe
     b = ["--data-dir", str(tmp_path / "b"), "--database-url", f"sqlite:///{tmp_path / 'b.db'}"]
     assert cli(a, "bank", "create", "known").exit_code == 0
     assert cli(a, "bank", "add", "known", str(photos[0])).exit_code == 0
-    out = tmp_path / "known.jsonl"
-    r = cli(a, "bank", "export", "known", "--format", "jsonl", "--out", str(out))
+    out = tmp_path / f"known.{fmt}"
+    r = cli(a, "bank", "export", "known", "--format", fmt, "--out", str(out))
     assert r.exit_code == 0, r.output
-    (line,) = out.read_text().splitlines()
-    (orb,) = [s for s in json.loads(line)["signals"] if s["type"] == "orb"]
-    assert payload_digest(base64.b64decode(orb["payload"])) == orb["value"]
+
+    def orb_rows(text: str) -> list[dict[str, t.Any]]:
+        if fmt == "jsonl":
+            return [x for x in json.loads(text)["signals"] if x["type"] == "orb"]
+        return [x for x in csv.DictReader(io.StringIO(text)) if x["signal_type"] == "orb"]
+
+    text = out.read_text()
+    (orb,) = orb_rows(text)
+    value = orb.get("value") or orb.get("signal_value")
+    assert payload_digest(base64.b64decode(orb["payload"])) == value
     q = _evade(giraffe, tmp_path, "q.jpg")
     assert cli(b, "bank", "create", "copy").exit_code == 0
     # a tampered payload: rejected with its line, nothing imported
-    bad = json.loads(line)
-    for s in bad["signals"]:
-        if s["type"] == "orb":
-            raw = bytearray(base64.b64decode(s["payload"]))
-            raw[-1] ^= 0xFF
-            s["payload"] = base64.b64encode(bytes(raw)).decode()
-    (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
-    r = cli(b, "bank", "import", "copy", str(tmp_path / "bad.jsonl"), "--format", "jsonl")
-    assert r.exit_code != 0 and "line 1" in r.output
+    raw = bytearray(base64.b64decode(orb["payload"]))
+    raw[-1] ^= 0xFF
+    (tmp_path / f"bad.{fmt}").write_text(text.replace(orb["payload"], base64.b64encode(bytes(raw)).decode()))
+    r = cli(b, "bank", "import", "copy", str(tmp_path / f"bad.{fmt}"), "--format", fmt)
+    assert r.exit_code != 0 and "does not match its digest" in r.output
     r = cli(b, "match", str(q), "--json")
     assert json.loads(r.stdout.strip().splitlines()[-1])["matches"] == []
     # the real export: the copy matches the evaded picture through the robust tier
-    r = cli(b, "bank", "import", "copy", str(out), "--format", "jsonl", "--json")
+    r = cli(b, "bank", "import", "copy", str(out), "--format", fmt, "--json")
     assert r.exit_code == 0, r.output
     r = cli(b, "match", str(q), "--json")
     (hit,) = json.loads(r.stdout.strip().splitlines()[-1])["matches"]

@@ -369,10 +369,14 @@ def bank_export(
             header = csv_header(extra)
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(header)
+            from vigil.core.robust import export_signal_dicts
+
             for e, sigs in v.export(name):
-                for r in sigs:
+                # orb rows carry their payload (base64) in the last column, as in JSONL
+                for r, d in zip(sigs, export_signal_dicts(v.store, sigs)):
                     base = {"signal_type": r.type, "signal_value": r.value, "entry": e.id,
-                            "quality": r.quality, "variant": r.variant, "reference": e.reference}
+                            "quality": r.quality, "variant": r.variant, "reference": e.reference,
+                            "payload": d.get("payload")}
                     row = {**e.labels, **base}
                     writer.writerow(["" if row.get(c) is None else row.get(c) for c in header])
     finally:

@@ -258,7 +258,7 @@ def set_enabled(s: Session, bank: Bank, entry_id: int, enabled: bool) -> list[t.
 
 # -- import / export ----------------------------------------------------------------------------
 _CSV_BASE = ("signal_type", "signal_value")
-_CSV_META = ("entry", "reference", "quality", "variant")
+_CSV_META = ("entry", "reference", "quality", "variant", "payload")
 
 
 def parse_import(text: t.TextIO, fmt: str, default_labels: dict[str, str] | None = None) -> list[EntrySpec]:
@@ -324,12 +324,19 @@ def _parse_csv(text: t.TextIO) -> list[EntrySpec]:
                 labels = validate_labels(labels_raw)
             except UsageError as exc:
                 raise ImportFormatError(f"line {line}: {exc.message}", line=line) from exc
+            payloads: dict[str, bytes] = {}
+            if rec.get("payload") and sig.type == "orb":
+                try:  # the local features behind an orb digest, as JSONL exports carry them
+                    payloads[sig.value] = payload_from_export(sig.value, rec["payload"])
+                except InvalidSignal as exc:
+                    raise ImportFormatError(f"line {line}: {exc.message}", line=line) from exc
             key = rec.get("entry") or ""
             if key and key in grouped:
                 grouped[key].signals.append(sig)
                 grouped[key].labels.update(labels)
+                grouped[key].payloads.update(payloads)
                 continue
-            spec = EntrySpec([sig], labels, rec.get("reference") or None)
+            spec = EntrySpec([sig], labels, rec.get("reference") or None, payloads)
             if key:
                 grouped[key] = spec
             specs.append(spec)
@@ -415,5 +422,7 @@ def export_rows(s: Session, bank: Bank) -> t.Iterator[tuple[Entry, list[SignalRo
 
 
 def csv_header(extra_labels: t.Iterable[str] = ()) -> list[str]:
+    """The CSV export's columns: the signal, its entry, the labels, and last ``payload`` (the
+    base64 local features behind an ``orb`` signal, empty for every other type)."""
     return [*_CSV_BASE, "entry", "quality", "variant", "reference", *KNOWN_LABELS,
-            *sorted(set(extra_labels) - set(KNOWN_LABELS))]
+            *sorted(set(extra_labels) - set(KNOWN_LABELS) - set(_CSV_META)), "payload"]
