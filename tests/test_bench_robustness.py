@@ -68,9 +68,10 @@ def test_metrics_are_sane(bench_out):
     assert 0 < m["robust_ms_median_negatives"] <= m["robust_ms_p90_negatives"]
     # every robust hit names the pass that found it
     assert sum(m["robust_hits_by_pass"].values()) > 0
-    assert set(m["robust_hits_by_pass"]) <= {"robust", "robust+flip-x", "robust+region"}
+    assert set(m["robust_hits_by_pass"]) <= {"robust", "robust+flip-x", "robust+region", "pdq+region"}
     scale = json.loads((cfg.out / "scale.json").read_text())["sizes"]["50"]
     assert scale["index_bytes_per_picture"] <= 16 * 1024 and scale["recall_of_sample"] > 0.5
+    assert scale["false_matches_of_sample"] == 0 and scale["query_ms_median_negatives"] > 0
     assert "| crop | edge-25%* |" in (cfg.out / "table.md").read_text()
 
 
