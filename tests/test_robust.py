@@ -271,6 +271,28 @@ def test_mirrored_features_are_the_mirrored_pictures(giraffe):
     assert verify(mirrored, ra.banked) is None  # a mirror is not the picture itself
 
 
+def test_vote_scans_at_most_its_share_of_unbalanced_lists(monkeypatch):
+    """A query descriptor scans at most SCAN_LIMIT times what nprobe balanced lists hold: with
+    half the bank piled into one list, the vote scans a bounded number of codes and still finds
+    the picture (its lists are the nearest, scanned first)."""
+    monkeypatch.setattr(local_index, "FLAT_LIMIT", 2000)
+    idx = LocalFeatureIndex()
+    data = {i: _codes(256, 300 + i) for i in range(1, 21)}
+    pile = np.zeros((20 * 256, 32), np.uint8)  # near-identical codes: one list gets them all
+    pile[:, 0] = np.arange(20 * 256) % 7
+    for i, c in data.items():
+        idx.add(np.full(len(c), i, np.int64), c)
+    idx.add(np.full(len(pile), 99, np.int64), pile)
+    noisy = data[7] ^ (np.random.default_rng(1).random((256, 256)) < 0.05).astype(np.uint8)[:, :32]
+    got = idx.vote(noisy)
+    limit = idx._index.max_codes
+    assert 0 < limit == int(local_index.SCAN_LIMIT * idx.nprobe * len(idx) / idx.nlist) < len(pile)
+    assert got[0][0] == 7
+    monkeypatch.setattr(local_index, "SCAN_LIMIT", 0)  # 0: the probed lists are scanned whole
+    idx._index.max_codes = 0
+    assert idx.vote(noisy)[0][0] == 7 and idx._index.max_codes == 0
+
+
 def test_flat_index_file_gets_lists_once_big_enough(tmp_path, monkeypatch):
     """A file written flat (e.g. by a version with a higher FLAT_LIMIT) is given inverted lists on
     load when its size calls for them, and still finds what it holds."""

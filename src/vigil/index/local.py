@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 CODE = 32
 FLAT_LIMIT = 4096
 NPROBE = 8
+#: see LocalFeatureIndex.vote; 0 scans the nprobe lists whole
+SCAN_LIMIT = 2.0
 MAX_NLIST = 4096
 
 
@@ -130,6 +132,11 @@ class LocalFeatureIndex:
         q = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE)
         if len(self) == 0 or len(q) == 0:
             return []
+        if self.nlist and SCAN_LIMIT > 0:
+            # the lists are unbalanced (centroids are sampled, not trained), and real descriptors
+            # fall in the big ones: a query descriptor scans at most SCAN_LIMIT times what
+            # nprobe balanced lists would hold, nearest lists first
+            self._index.max_codes = max(1, int(SCAN_LIMIT * self.nprobe * len(self) / self.nlist))
         dist, labels = self._index.search(q, k)
         ok = (dist <= max_distance) & (labels >= 0)
         rows = np.nonzero(ok)[0]
