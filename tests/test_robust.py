@@ -643,3 +643,19 @@ def test_embedded_picture_is_rehashed_with_pdq(core, photos, tmp_path, giraffe):
     with Image.open(photos[9]) as im:
         other, _ = _picture_in_picture(im.convert("RGB"), scale=0.45, at=(300, 150))
     assert core.match_file(save(other, tmp_path / "o.jpg", quality=90)).to_dict()["matches"] == []
+
+
+def test_region_pdq_is_close_to_pdq_of_the_same_pixels(photos):
+    """A cut-out region is PDQ-hashed from a fixed-size resize (its own size would cost new
+    filter weights each time); the hash stays close to PDQ of the same pixels."""
+    from vigil.signals.pdq import PdqSignal, hash_luma
+    from vigil.signals.robust import Region
+
+    gaps = []
+    for p in photos[:8]:
+        luma = decode_image(p.read_bytes()).luma  # a scaled decode: its own exact PDQ is the truth
+        exact, _ = hash_luma(luma.astype(np.float32))
+        approx, quality = Region((0, 0, 1, 1), luma, 1.0).pdq()
+        assert quality > 0
+        gaps.append(PdqSignal.distance(exact, approx["original"]))
+    assert max(gaps) <= 24 and np.median(gaps) <= 12, gaps

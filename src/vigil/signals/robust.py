@@ -402,7 +402,7 @@ def find_bars(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
     of a bar laid over that side.
     Returns boxes (x0, y0, x1, y1) of the picture on the other side of each such edge (the
     strongest one per side, at most four), for verification to measure coverage against what a
-    bar did not hide (see :func:`vigil.core.robust.verify`). ~2 ms at 640 px."""
+    bar did not hide (see :func:`vigil.core.robust.verify`). ~3 ms at 640 px."""
     import cv2
 
     h, w = grey.shape[:2]
@@ -490,8 +490,11 @@ class Region:
     def pdq(self) -> tuple[dict[str, str], int]:
         """The region's 8 dihedral PDQ query hashes (keyed like PdqSignal.analyse's untrimmed
         ones) and its quality. The region is first resized to ``REGION_PDQ_SIDE`` square (area
-        averaging): PDQ's own filter weights are computed once per picture size, and a cut-out
-        has a new size every time (~2 ms a size; the hash moves by a few bits at most)."""
+        averaging), then filtered as the reference filters a picture 4x that size: PDQ's filter
+        weights are computed once per picture size, and a cut-out has a new size every time
+        (~2 ms a size). Against PDQ of the same pixels, on 80 corpus pictures: 6 bits apart
+        (median), 16 (p90), 22 at most; without the 4x the filter is too narrow for the size
+        and the median is 20 bits."""
         import cv2
 
         from vigil.signals.pdq import dihedral_hashes, pdq_dct
@@ -499,7 +502,7 @@ class Region:
         side = REGION_PDQ_SIDE
         small = cv2.resize(self.luma.astype(np.float32, copy=False), (side, side),
                            interpolation=cv2.INTER_AREA)
-        coeffs, quality = pdq_dct(small)
+        coeffs, quality = pdq_dct(small, full_size=(4 * side, 4 * side))
         return dihedral_hashes(coeffs), quality
 
 
