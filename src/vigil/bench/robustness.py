@@ -618,6 +618,15 @@ def _plots(out: Path, curves: dict[str, list[tuple[float, float]]]) -> None:
 
 # -- 6. scale --------------------------------------------------------------------------------------
 def stage_scale(cfg: Config) -> dict[str, t.Any]:
+    """Growth with bank size (:func:`_scale`), in a fresh process that starts with one
+    BLAS/OpenMP thread, as the matches stage's workers do: this process's pools may already
+    hold idle threads, which spin and slow the one measured."""
+    (out,) = _pool_map(_scale, [cfg], 1, spawn=True)
+    _write_json(cfg.out / "scale.json", out)
+    return out
+
+
+def _scale(cfg: Config) -> dict[str, t.Any]:
     """Growth with bank size: banks of ``cfg.scale_sizes`` pictures (the real references, then
     synthetic entries: real corpus features with 10% of their bits flipped), searched exactly as
     the matcher searches (every pass, the shipped settings) by a sample of positives and of
@@ -719,7 +728,6 @@ def stage_scale(cfg: Config) -> dict[str, t.Any]:
             "false_matches_of_sample": false,
         }
         del index, payload, all_ids, all_codes, ids, codes, bank
-    _write_json(cfg.out / "scale.json", out)
     return out
 
 
