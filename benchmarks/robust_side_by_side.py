@@ -31,7 +31,7 @@ import _common
 
 # one BLAS/OpenMP thread, set before numpy loads: idle pool threads spin and slow the measured one
 _common.pin_threads(1)
-import numpy as np  # noqa: E402
+import numpy as np
 
 HARD = ("scale-30%", "scale-40%", "scale-55%", "scale-70%", "phone-recording", "caption-30%",
         "caption-15%", "edge-40%", "centre-40%", "logo-25%", "stickers-3x6%", "15deg", "x0.2",

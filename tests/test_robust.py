@@ -381,7 +381,7 @@ def test_cascade_finds_a_small_embedded_picture(core, photos, tmp_path, giraffe,
     with Image.open(tmp_path / "why.png") as im:
         drawn = np.asarray(im.convert("RGB")).astype(int)
     red = (drawn[:, :, 0] > 200) & (drawn[:, :, 1] < 60) & (drawn[:, :, 2] < 60)
-    ys, xs = np.nonzero(red)
+    xs = np.nonzero(red)[1]
     qx = xs[xs > drawn.shape[1] - 640] - (drawn.shape[1] - 640)  # the query half, 640 px wide
     k = 640 / 1024
     x0, _, x1, _ = [c * k for c in truth]
@@ -610,7 +610,7 @@ def test_coverage_counts_what_a_caption_bar_left_visible(giraffe):
     seen = verify(ra.query, ref, min_coverage=strict, visible=lambda: find_bars(ra.grey))
     assert seen is not None and seen.coverage >= strict and seen.inliers == plain.inliers
     # no bar, no excuse; and however small the visible part, at most MAX_BAR is excused
-    assert verify(ra.query, ref, min_coverage=strict, visible=lambda: []) is None
+    assert verify(ra.query, ref, min_coverage=strict, visible=list) is None
     hull = 1000.0
     assert _visible_coverage(100.0, ref, np.eye(3), hull, [(0, 0, 1, 1)]) == pytest.approx(
         100.0 / max((1 - MAX_BAR) * hull, 0.05 * ref.size[0] * ref.size[1]))

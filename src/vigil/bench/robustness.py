@@ -341,18 +341,14 @@ _POP = np.array([i.bit_count() for i in range(256)], np.uint8)
 def _region_pdq(region: t.Any) -> list[t.Any]:
     """The matcher's PDQ look-up of an embedded region (``Matcher._region_pdq``), against the
     bench's banked PDQ hashes at PDQ's default threshold."""
-    from vigil.core.robust import RobustCandidate
-    from vigil.signals.pdq import LOW_QUALITY
+    from vigil.core.robust import region_pdq_candidates
 
-    hashes, quality = region.pdq()
-    if quality < LOW_QUALITY or not len(_W["pdq_codes"]):
-        return []
-    codes = np.frombuffer(b"".join(bytes.fromhex(h) for h in hashes.values()),
-                          np.uint8).reshape(-1, 32)
-    d = _POP[codes[:, None, :] ^ _W["pdq_codes"][None, :, :]].sum(-1).min(0)
-    return [RobustCandidate(int(_W["pdq_sid"][i]), int(d[i]), "pdq+region",
-                            {"region": region.quad}, "pdq")
-            for i in np.nonzero(d <= PDQ_DEFAULT)[0]]
+    def lookup(codes: np.ndarray, radius: int) -> list[list[tuple[int, int]]]:
+        d = _POP[codes[:, None, :] ^ _W["pdq_codes"][None, :, :]].sum(-1)
+        return [[(int(_W["pdq_sid"][i]), int(row[i])) for i in np.nonzero(row <= radius)[0]]
+                for row in d]
+
+    return region_pdq_candidates(region, lookup, PDQ_DEFAULT)
 
 
 def _match_one(q: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -396,7 +392,7 @@ def _match_one(q: dict[str, t.Any]) -> dict[str, t.Any]:
         mine = ref is not None and r == ref
         if c.signal_type == "pdq":  # an embedded region matched by its PDQ hash
             if mine:
-                reg_ok, variant = min(reg_ok, c.distance), c.variant
+                reg_ok, variant = min(reg_ok, c.distance), "pdq+region"
             else:
                 reg_wrong = min(reg_wrong, c.distance)
             continue
@@ -647,7 +643,7 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
         """The robust tier's search (every pass, the shipped settings) over an in-memory bank:
         a feature index and its payloads, without a store."""
 
-        def __init__(self, index: t.Any, payload: dict[int, t.Any]) -> None:  # noqa: D107
+        def __init__(self, index: t.Any, payload: dict[int, t.Any]) -> None:
             self.index, self._payload = index, payload
 
         def payloads(self, ids: t.Sequence[int]) -> dict[int, t.Any]:
@@ -709,7 +705,7 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
         for q, ra in sample:
             t1 = time.thread_time()
             hits = bank.search(ra.query, ra.mirrored, max_distance=100 - ROBUST_DEFAULT,
-                               regions=ra.regions, bars=ra.bars)
+                               regions=ra.region_cuts, bars=ra.bars)
             kind = "pos" if q["kind"] == "pos" else "neg"
             times[kind].append((time.thread_time() - t1) * 1e3)
             # a hit on a synthetic copy of the query's own reference is the same picture; any

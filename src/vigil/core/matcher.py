@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from vigil.core.banks import effective_thresholds
 from vigil.core.indexes import IndexSet
-from vigil.core.robust import RobustCandidate, RobustIndex, robust_mode
+from vigil.core.robust import RobustCandidate, RobustIndex, region_pdq_candidates, robust_mode
 from vigil.signals import Signal, registry
 from vigil.signals.pdq import LOW_QUALITY
 from vigil.signals.robust import OrbSignal
@@ -181,27 +181,11 @@ class Matcher:
         return self._decide(cands + extra, info, banks, evidence)
 
     def _region_pdq(self, region: t.Any, radius: int) -> list[RobustCandidate]:
-        """An embedded region (:class:`~vigil.signals.robust.Region`) looked up by its PDQ
-        hashes, in all 8 orientations, within ``radius``: hits have the variant ``pdq+region``
-        (``pdq+region+flip-x``, ...) and, as evidence, the region in the query and the
-        distance."""
+        """An embedded region looked up in the PDQ index (:func:`region_pdq_candidates`)."""
         index = self.indexes.indexes.get("pdq")
-        if index is None or not len(index) or radius <= 0:
+        if index is None or not len(index):
             return []
-        hashes, quality = region.pdq()
-        if quality < LOW_QUALITY:
-            return []
-        names = list(hashes)
-        codes = np.frombuffer(b"".join(bytes.fromhex(hashes[n]) for n in names),
-                              np.uint8).reshape(len(names), 32)
-        best: dict[int, tuple[int, str]] = {}
-        for name, hits in zip(names, index.query(codes, radius)):
-            for sid, d in hits:
-                if sid not in best or d < best[sid][0]:
-                    best[sid] = (int(d), name)
-        return [RobustCandidate(sid, d, "pdq+region" + ("" if name == "original" else f"+{name}"),
-                                {"region": region.quad, "pdq_distance": d}, "pdq")
-                for sid, (d, name) in best.items()]
+        return region_pdq_candidates(region, index.query, radius)
 
     def _candidates(self, q: Query, radius: dict[str, int]) -> list[_Candidate]:
         out: list[_Candidate] = []

@@ -42,6 +42,7 @@ from vigil.index.local import LocalFeatureIndex, read_local_index, write_local_i
 from vigil.signals.robust import (
     LocalFeatures,
     OrbSignal,
+    Region,
     payload_digest,
     spread_order,
     unpack_payload,
@@ -60,6 +61,7 @@ __all__ = [
     "import_payloads",
     "load_payloads",
     "payload_from_export",
+    "region_pdq_candidates",
     "robust_mode",
     "store_payloads",
     "verify",
@@ -261,6 +263,34 @@ def _visible_coverage(covered: float, ref: LocalFeatures, h: np.ndarray, ref_hul
     return best
 
 
+def region_pdq_candidates(
+    region: Region, lookup: t.Callable[[np.ndarray, int], t.Sequence[t.Iterable[tuple[int, int]]]],
+    radius: int,
+) -> list[RobustCandidate]:
+    """An embedded region looked up by its PDQ hashes in all 8 orientations: ``lookup(codes,
+    radius)`` gives, for each row of ``codes`` (8 x 32 bytes), the (signal id, distance) of the
+    banked PDQ hashes within ``radius``. Hits have the signal type ``pdq``, the variant
+    ``pdq+region`` (``pdq+region+flip-x``, ...: the orientation that matched best) and, as
+    evidence, the region in the query and the distance. A region too flat for PDQ (quality under
+    LOW_QUALITY) finds nothing."""
+    from vigil.signals.pdq import LOW_QUALITY
+
+    hashes, quality = region.pdq()
+    if quality < LOW_QUALITY or radius <= 0:
+        return []
+    names = list(hashes)
+    codes = np.frombuffer(b"".join(bytes.fromhex(hashes[n]) for n in names),
+                          np.uint8).reshape(len(names), 32)
+    best: dict[int, tuple[int, str]] = {}
+    for name, hits in zip(names, lookup(codes, radius)):
+        for sid, d in hits:
+            if sid not in best or d < best[sid][0]:
+                best[int(sid)] = (int(d), name)
+    return [RobustCandidate(sid, d, "pdq+region" + ("" if name == "original" else f"+{name}"),
+                            {"region": region.quad, "pdq_distance": d}, "pdq")
+            for sid, (d, name) in best.items()]
+
+
 def _evidence(v: Verified) -> dict[str, t.Any]:
     return {"inliers": v.inliers, "coverage": v.coverage, "region": v.quad}
 
@@ -449,17 +479,16 @@ class RobustIndex(ChangeLogFollower):
 
     def search(self, query: LocalFeatures, mirrored: t.Callable[[], LocalFeatures] | None = None,
                *, max_distance: int = 100,
-               regions: t.Callable[[], t.Iterable[t.Any]] | None = None,
+               regions: t.Callable[[], t.Iterable[Region]] | None = None,
                bars: t.Callable[[], t.Sequence[tuple[int, int, int, int]]] | None = None,
                region_check: t.Callable[[t.Any], list[RobustCandidate]] | None = None,
                ) -> list[RobustCandidate]:
         """Verified candidates for one query. Passes, each only when the ones before verified
         nothing within ``max_distance``: the picture; the mirrored picture; then each embedded
         picture the query seems to hold (``regions``: picture-in-picture, screenshots, screen
-        recordings), cut out and described at full size, variant ``robust+region``. ``regions``
-        may yield :class:`~vigil.signals.robust.Region` objects (``RobustAnalysis.region_cuts``)
-        instead of features: each is then first given to ``region_check`` (the matcher looks up
-        its PDQ hash), and described only when that returns nothing."""
+        recordings; ``RobustAnalysis.region_cuts``), each first given to ``region_check`` when
+        there is one (the matcher looks up its PDQ hash: :func:`region_pdq_candidates`), then
+        described at full size and searched, variant ``robust+region``."""
         visible = _once(bars) if bars is not None else None
         found = self._search_one(query, "robust", max_distance, visible)
         if not found and mirrored is not None and len(self):
@@ -471,14 +500,13 @@ class RobustIndex(ChangeLogFollower):
             found = self._search_one(m, "robust+flip-x", max_distance, flipped)
         if not found and regions is not None and (len(self) or region_check is not None):
             for region in regions():
-                # a region cut out whole is first re-hashed (PDQ, ~0.3 ms; the caller looks it
+                # a region cut out whole is first re-hashed (PDQ, ~0.5 ms; the caller looks it
                 # up): local features (~10 ms) only when that finds nothing
-                if region_check is not None and not isinstance(region, LocalFeatures):
+                if region_check is not None:
                     found = region_check(region)
                     if found:
                         break
-                feats = region if isinstance(region, LocalFeatures) else region.features()
-                found = self._search_one(feats, "robust+region", max_distance)
+                found = self._search_one(region.features(), "robust+region", max_distance)
                 if found:
                     break
         return found
@@ -582,7 +610,7 @@ def draw_explanation(query_grey: np.ndarray, query: LocalFeatures, ref: LocalFea
     if v is None:
         return None
     cs = canvas_scale or query.scale
-    rh, rw = ref.size
+    rw = ref.size[1]
     canvas = _canvas(query_grey, ref.size, ref_grey)
     quad = (np.array(v.quad, np.float32) / cs + [rw + 10, 0]).astype(np.int32)
     cv2.polylines(canvas, [quad.reshape(-1, 1, 2)], True, (0, 0, 255), 2)
