@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import typing as t
 from pathlib import Path
@@ -676,11 +677,11 @@ def explain_file(vigil: t.Any, path: Path, out: Path) -> dict[str, t.Any]:
         ref = robust.payloads([sid]).get(sid) if sid is not None else None
         if ref is None:
             continue
-        tries: list[tuple[str, t.Callable[[], LocalFeatures], np.ndarray]] = [
-            ("robust", lambda: ra.query, grey),
-            ("robust+flip-x", ra.mirrored, np.ascontiguousarray(grey[:, ::-1])),
-        ]
-        tries += [("robust+region", r.features, grey) for r in ra.region_cuts()]
+        # lazily, in the search's order: the regions (a full-resolution decode) only if needed
+        tries = itertools.chain(
+            [("robust", lambda: ra.query, grey),
+             ("robust+flip-x", ra.mirrored, np.ascontiguousarray(grey[:, ::-1]))],
+            (("robust+region", r.features, grey) for r in ra.region_cuts()))
         for name, feats, canvas_grey in tries:
             v = draw_explanation(canvas_grey, feats(), ref, out, canvas_scale=ra.query.scale)
             if v is not None:
