@@ -14,6 +14,15 @@ the shipped values. Queries: the positives of the hardest families (or of --stre
 --negatives random negatives (all kinds). Reported per setting: positives found (own reference
 verified, or its PDQ region hit), false matches, median CPU ms of the robust tier (features,
 every pass) for negatives and positives, and found per strength.
+
+--bank-size N searches a bank of N pictures instead of the run's own: the references, then
+synthetic entries, as the benchmark's growth stage builds them (vigil.bench.robustness.
+synthetic_bank; the negatives' pictures held out). As in that stage, embedded-picture positives
+and negatives are left out (their backgrounds are corpus pictures the synthetic entries copy),
+a hit on a copy of the query's reference counts as found, and there is no PDQ region look-up.
+
+    python benchmarks/robust_side_by_side.py --out /tmp/rb/final --bank-size 10000 \\
+        --setting base: --setting v200:core.VOTE_FEATURES=200
 """
 
 from __future__ import annotations
@@ -61,6 +70,8 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=300)
     ap.add_argument("--strength", action="append", help="positive strengths (default: hardest)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--bank-size", type=int, default=0,
+                    help="search a synthetic bank of this many pictures (see above)")
     args = ap.parse_args()
 
     import vigil.bench.robustness as bench
@@ -97,9 +108,23 @@ def main() -> None:
     wanted = set(args.strength or HARD)
     pos = [q for q in queries if q["kind"] == "pos"
            and (q["strength"] in wanted or (not args.strength and q["family"] == "combo"))]
+    negatives = [q for q in queries if q["kind"] != "pos"]
+    region_check: t.Any = bench._region_pdq
+    source_of: t.Callable[[int], t.Any] = sig_ref.get
+    if args.bank_size:
+        pos = [q for q in pos if q["family"] not in ("pip", "screen") and "pip" not in q["strength"]]
+        negatives = [q for q in negatives if q["family"] != "pip"]
     rng = random.Random(args.seed)
-    neg = rng.sample([q for q in queries if q["kind"] != "pos"],
-                     min(args.negatives, sum(q["kind"] != "pos" for q in queries)))
+    neg = rng.sample(negatives, min(args.negatives, len(negatives)))
+    if args.bank_size:
+        pool, n_real = bench.synthetic_pool(args.out, {q["src"] for q in neg})
+        gen = np.random.default_rng(args.seed)
+        robust, src_of = bench.synthetic_bank(pool, n_real, args.bank_size, gen,
+                                              bench.flip_masks(gen))
+        source_of = lambda sid: int(src_of[sid])
+        region_check = None
+        print(f"bank: {args.bank_size} pictures, {len(robust.index)} descriptors, "
+              f"{robust.index.nlist} lists", file=sys.stderr)
     rows: dict[str, list[dict[str, t.Any]]] = collections.defaultdict(list)
     for n, q in enumerate(pos + neg, 1):
         data = Path(q["path"]).read_bytes()
@@ -110,9 +135,9 @@ def main() -> None:
             ra = signals.OrbSignal.analyse(decoded, source=data)
             found = robust.search(ra.query, ra.mirrored, max_distance=100 - bench.ROBUST_DEFAULT,
                                   regions=ra.region_cuts, bars=ra.bars,
-                                  region_check=bench._region_pdq)
+                                  region_check=region_check)
             ms = (time.thread_time() - t0) * 1e3
-            mine = [q["ref"] is not None and sig_ref.get(c.signal_id) == q["ref"] for c in found]
+            mine = [q["ref"] is not None and source_of(c.signal_id) == q["ref"] for c in found]
             rows[name].append({"kind": q["kind"], "strength": q["strength"], "ms": ms,
                                "found": any(mine), "false": not all(mine)})
         if n % 100 == 0:

@@ -293,6 +293,39 @@ def test_vote_scans_at_most_its_share_of_unbalanced_lists(monkeypatch):
     assert idx.vote(noisy)[0][0] == 7 and idx._index.max_codes == 0
 
 
+def _flip(codes: np.ndarray, share: float, seed: int) -> np.ndarray:
+    bits = np.random.default_rng(seed).random((len(codes), 256)) < share
+    return codes ^ np.packbits(bits, axis=1)
+
+
+def test_distinctive_vote_slot_reaches_a_small_embedded_picture():
+    """Two banked pictures share a common texture (the same descriptors), which a query
+    shows at length; the picture it embeds small gives only a few of its descriptors. By plain
+    votes the texture pictures lead and the small one falls under the share of the leader; the
+    distinctive slot (nearest picture clearly nearer than any other) brings it in, and a query
+    of the texture alone gets no distinctive candidate."""
+    texture = _codes(60, 500)
+    hub = twin = texture
+    small = _codes(256, 501)
+    idx = LocalFeatureIndex()
+    for sid, c in ((1, np.concatenate([hub, _codes(196, 502)])),
+                   (2, np.concatenate([twin, _codes(196, 503)])), (3, small),
+                   *((10 + i, _codes(256, 600 + i)) for i in range(10))):
+        idx.add(np.full(len(c), sid, np.int64), c)
+    query = np.concatenate([_flip(texture, 0.05, 3), _flip(small[:12], 0.05, 4),
+                            _codes(100, 504)])
+    plain = idx.vote(query, top=2, share=0.25)
+    assert [i for i, _ in plain] == [1, 2]
+    got = idx.vote(query, top=2, share=0.25, distinctive=1)
+    assert [i for i, _ in got] == [1, 3] and dict(got)[3] == 12  # votes stay the plain count
+    dist, labels = idx._index.search(query, 6)
+    assert local_index.distinctive_votes(dist, labels, 64)[:1] == [3]
+    dist, labels = idx._index.search(np.ascontiguousarray(query[:60]), 6)
+    assert local_index.distinctive_votes(dist, labels, 64, min_votes=5) == []
+    # with nothing distinctive, the slot goes to the next by plain votes
+    assert [i for i, _ in idx.vote(query[:60], top=2, distinctive=1)] == [1, 2]
+
+
 def test_flat_index_file_gets_lists_once_big_enough(tmp_path, monkeypatch):
     """A file written flat (e.g. by a version with a higher FLAT_LIMIT) is given inverted lists on
     load when its size calls for them, and still finds what it holds."""

@@ -622,26 +622,52 @@ def stage_scale(cfg: Config) -> dict[str, t.Any]:
     return out
 
 
-def _scale(cfg: Config) -> dict[str, t.Any]:
-    """Growth with bank size: banks of ``cfg.scale_sizes`` pictures (the real references, then
-    synthetic entries: real corpus features with 10% of their bits flipped), searched exactly as
-    the matcher searches (every pass, the shipped settings) by a sample of positives and of
-    negatives. A negative's source picture and the pictures its edits embed are held out of the
-    synthetic entries, so a negative pays every pass as it would in production; positives that
-    embed the reference in another corpus picture are not sampled (that picture is banked here).
-    Time: CPU of the search, the query's own features excluded (they do not depend on the
-    bank)."""
-    import cv2
-    import faiss
+def growth_queries(queries: list[dict[str, t.Any]], rng: np.random.Generator, n: int = 60,
+                   ) -> tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]:
+    """The growth stage's sample: ``n`` positives and ``n`` negatives. Embedded-picture edits are
+    left out: their backgrounds are corpus pictures that the synthetic entries copy, so their
+    whole picture would match a copy of the background (rightly: it is there) before the region
+    pass looks for the reference."""
+    positives = [q for q in queries if q["kind"] == "pos" and q["family"] not in ("pip", "screen")
+                 and "pip" not in q["strength"]]
+    negatives = [q for q in queries if q["kind"] in ("neg", "hard") and q["family"] != "pip"]
+    pos = [positives[i] for i in rng.choice(len(positives), min(n, len(positives)), replace=False)]
+    neg = [negatives[i] for i in rng.choice(len(negatives), min(n, len(negatives)), replace=False)] \
+        if negatives else []
+    return pos, neg
 
-    from vigil.core.robust import RobustIndex
-    from vigil.index.local import LocalFeatureIndex, _nlist_for
+
+def synthetic_pool(out: Path, held_out: t.Collection[str]) -> tuple[list[t.Any], int]:
+    """The banked features of the run's references, then of every negative picture whose source
+    is not in ``held_out``: what synthetic bank entries copy. Returns (pool, references)."""
     from vigil.media.image import decode_image
     from vigil.signals.robust import OrbSignal, unpack_payload
 
+    refs = json.loads((out / "references.json").read_text())
+    paths = refs["references"] + [p for p in refs["negatives"] if p not in held_out]
+    return ([unpack_payload(OrbSignal.analyse(decode_image(Path(p))).payload) for p in paths],
+            len(refs["references"]))
+
+
+def flip_masks(rng: np.random.Generator) -> np.ndarray:
+    """4096 random 256-bit masks with ~10% of the bits set, each also rotated by 0-31 bytes."""
+    base = np.packbits(rng.random((4096, 256)) < 0.10, axis=1)
+    return np.stack([np.roll(base, k, axis=1) for k in range(32)], axis=1)  # (4096, 32, 32)
+
+
+def synthetic_bank(pool: list[t.Any], n_real: int, size: int, rng: np.random.Generator,
+                   masks: np.ndarray) -> tuple[t.Any, np.ndarray]:
+    """A robust index of ``size`` pictures held in memory: the ``n_real`` references, then
+    synthetic entries (a random pool picture's features with 10% of their bits flipped), searched
+    as :class:`~vigil.core.robust.RobustIndex` searches (every pass, the shipped settings).
+    Returns the index and, per entry id, the pool picture it copies (a hit on a copy of the
+    query's own reference is the same picture)."""
+    from vigil.core.robust import RobustIndex
+    from vigil.index.local import LocalFeatureIndex, _nlist_for
+
     class MemoryIndex(RobustIndex):
-        """The robust tier's search (every pass, the shipped settings) over an in-memory bank:
-        a feature index and its payloads, without a store."""
+        """The robust tier's search over an in-memory bank: a feature index and its payloads,
+        without a store."""
 
         def __init__(self, index: t.Any, payload: dict[int, t.Any]) -> None:
             self.index, self._payload = index, payload
@@ -649,24 +675,47 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
         def payloads(self, ids: t.Sequence[int]) -> dict[int, t.Any]:
             return {i: self._payload[i] for i in ids if i in self._payload}
 
+    ids, codes, payload = [], [], {}
+    src_of = np.arange(size)
+    for i in range(size):
+        if i < n_real:
+            f = pool[i]
+        else:
+            src_of[i] = int(rng.integers(len(pool)))
+            src = pool[src_of[i]]
+            mask = masks[rng.integers(len(masks), size=len(src)), rng.integers(32)]
+            f = dataclasses.replace(src, desc=src.desc ^ mask)
+        ids.append(np.full(len(f), i, np.int64))
+        codes.append(f.desc)
+        payload[i] = f
+    all_ids, all_codes = np.concatenate(ids), np.concatenate(codes)
+    index = LocalFeatureIndex()
+    nlist = _nlist_for(len(all_ids))
+    cents = all_codes[(np.arange(nlist) * (len(all_codes) / max(1, nlist))).astype(np.int64)] \
+        if nlist else np.zeros((0, 32), np.uint8)
+    index.load_arrays(cents, all_ids, all_codes)
+    return MemoryIndex(index, payload), src_of
+
+
+def _scale(cfg: Config) -> dict[str, t.Any]:
+    """Growth with bank size: banks of ``cfg.scale_sizes`` pictures (:func:`synthetic_bank`),
+    searched exactly as the matcher searches (every pass, the shipped settings) by a sample of
+    positives and of negatives (:func:`growth_queries`). A negative's source picture and the
+    pictures its edits embed are held out of the synthetic entries, so a negative pays every
+    pass as it would in production. Time: CPU of the search, the query's own features excluded
+    (they do not depend on the bank)."""
+    import cv2
+    import faiss
+
+    from vigil.media.image import decode_image
+    from vigil.signals.robust import OrbSignal
+
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
-    refs = json.loads((cfg.out / "references.json").read_text())
     queries = _read_jsonl(cfg.out / "queries.jsonl")
     rng = np.random.default_rng(cfg.seed)
-    # embedded-picture edits are left out of the sample: their backgrounds are corpus pictures
-    # that the synthetic entries copy, so their whole picture would match a copy of the
-    # background (rightly: it is there) before the region pass looks for the reference
-    positives = [q for q in queries if q["kind"] == "pos" and q["family"] not in ("pip", "screen")
-                 and "pip" not in q["strength"]]
-    negatives = [q for q in queries if q["kind"] in ("neg", "hard") and q["family"] != "pip"]
-    pos_sample = [positives[i] for i in rng.choice(len(positives), min(60, len(positives)), replace=False)]
-    neg_sample = [negatives[i] for i in rng.choice(len(negatives), min(60, len(negatives)), replace=False)] \
-        if negatives else []
-    held_out = {q["src"] for q in neg_sample}
-    pool_paths = refs["references"] + [p for p in refs["negatives"] if p not in held_out]
-    pool = [unpack_payload(OrbSignal.analyse(decode_image(Path(p))).payload) for p in pool_paths]
-    n_real = len(refs["references"])
+    pos_sample, neg_sample = growth_queries(queries, rng)
+    pool, n_real = synthetic_pool(cfg.out, {q["src"] for q in neg_sample})
 
     def analyse(q: dict[str, t.Any]) -> t.Any:
         data = Path(q["path"]).read_bytes()
@@ -674,32 +723,11 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
 
     sample = [(q, analyse(q)) for q in pos_sample + neg_sample]
     out: dict[str, t.Any] = {"sizes": {}, "positives": len(pos_sample), "negatives": len(neg_sample)}
-    # 4096 random 256-bit masks with ~10% of bits set, each also used rotated by 0-31 bytes
-    base = np.packbits(rng.random((4096, 256)) < 0.10, axis=1)
-    masks = np.stack([np.roll(base, k, axis=1) for k in range(32)], axis=1)  # (4096, 32, 32)
+    masks = flip_masks(rng)
     for size in cfg.scale_sizes:
         t0 = time.perf_counter()
-        ids, codes, payload = [], [], {}
-        src_of = np.arange(size)  # the pool picture each entry is (a synthetic copy's source)
-        for i in range(size):
-            if i < n_real:
-                f = pool[i]
-            else:  # a synthetic entry: a real picture's features with 10% of the bits flipped
-                src_of[i] = int(rng.integers(len(pool)))
-                src = pool[src_of[i]]
-                mask = masks[rng.integers(len(masks), size=len(src)), rng.integers(32)]
-                f = dataclasses.replace(src, desc=src.desc ^ mask)
-            ids.append(np.full(len(f), i, np.int64))
-            codes.append(f.desc)
-            payload[i] = f
-        all_ids, all_codes = np.concatenate(ids), np.concatenate(codes)
-        index = LocalFeatureIndex()
-        nlist = _nlist_for(len(all_ids))
-        cents = all_codes[(np.arange(nlist) * (len(all_codes) / max(1, nlist))).astype(np.int64)] \
-            if nlist else np.zeros((0, 32), np.uint8)
-        index.load_arrays(cents, all_ids, all_codes)
+        bank, src_of = synthetic_bank(pool, n_real, size, rng, masks)
         build_s = time.perf_counter() - t0
-        bank = MemoryIndex(index, payload)
         times: dict[str, list[float]] = {"pos": [], "neg": []}
         found = false = 0
         for q, ra in sample:
@@ -714,8 +742,9 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
             found += kind == "pos" and any(mine)
             false += not all(mine)
         allt = times["pos"] + times["neg"]
+        index = bank.index
         out["sizes"][str(size)] = {
-            "banked": size, "descriptors": len(all_ids), "nlist": index.nlist,
+            "banked": size, "descriptors": len(index), "nlist": index.nlist,
             "index_bytes_per_picture": index.memory_bytes() / size,
             "query_ms_median": float(np.median(allt)), "query_ms_p95": float(np.percentile(allt, 95)),
             "query_ms_median_positives": float(np.median(times["pos"])) if times["pos"] else None,
@@ -723,7 +752,7 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
             "build_s": round(build_s, 1), "recall_of_sample": found / max(1, len(pos_sample)),
             "false_matches_of_sample": false,
         }
-        del index, payload, all_ids, all_codes, ids, codes, bank
+        del index, bank
     return out
 
 

@@ -126,9 +126,17 @@ class LocalFeatureIndex:
             self._index.remove_ids(sel)
 
     def vote(self, codes: np.ndarray, *, k: int = 6, max_distance: int = 64,
-             top: int = 8, min_votes: int = 5) -> list[tuple[int, int]]:
-        """Ids with the most query descriptors among their ``k`` nearest within
-        ``max_distance`` bits: [(id, votes)], most votes first, at most ``top``."""
+             top: int = 8, min_votes: int = 5, share: float = 0.0,
+             distinctive: int = 0) -> list[tuple[int, int]]:
+        """Candidate ids for the query descriptors ``codes``: [(id, votes)], at most ``top``.
+
+        ``votes`` counts the query descriptors that have the id among their ``k`` nearest
+        within ``max_distance`` bits; ids with fewer than ``min_votes``, or under ``share`` of
+        the leader's, are dropped. Most votes first, except that the last ``distinctive`` slots
+        go to the leaders by *distinctive* votes (:func:`distinctive_votes`), when they are not
+        among the others already: a picture embedded small in another one holds few of the
+        query's descriptors, and the banked pictures whose descriptors are merely common
+        (texture, sky, text) collect more plain votes than it does."""
         q = np.ascontiguousarray(codes, np.uint8).reshape(-1, CODE)
         if len(self) == 0 or len(q) == 0:
             return []
@@ -147,8 +155,26 @@ class LocalFeatureIndex:
         if not len(keys):
             return []
         uid, counts = np.unique(keys // len(q), return_counts=True)
-        order = np.lexsort((uid, -counts))[:top]
-        return [(int(uid[i]), int(counts[i])) for i in order if counts[i] >= min_votes]
+        order = np.lexsort((uid, -counts))
+        ranked = [(int(uid[i]), int(counts[i])) for i in order if counts[i] >= min_votes]
+        if ranked:
+            ranked = [(i, n) for i, n in ranked if n >= share * ranked[0][1]]
+        plain = dict(zip(uid.tolist(), counts.tolist()))
+        keep = [i for i, _ in ranked[:max(0, top - distinctive)]]
+        if distinctive > 0:
+            added = 0
+            for i in distinctive_votes(dist, labels, max_distance, min_votes):
+                if added >= distinctive or len(keep) >= top:
+                    break
+                if i not in keep:
+                    keep.append(i)
+                    added += 1
+        for i, _ in ranked:
+            if len(keep) >= top:
+                break
+            if i not in keep:
+                keep.append(i)
+        return [(i, plain[i]) for i in keep]
 
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         faiss = self._faiss
@@ -190,6 +216,42 @@ class LocalFeatureIndex:
         # a file written flat (or by a version with another FLAT_LIMIT) gets lists once it is big
         # enough for them, exactly as if its descriptors had just been added
         self._maybe_rebalance()
+
+
+#: Lowe's ratio for distinctive votes: a query descriptor's nearest banked descriptor must be this
+#: much nearer than the nearest one of any other picture
+DISTINCTIVE_RATIO = 0.85
+
+
+def distinctive_votes(dist: np.ndarray, labels: np.ndarray, max_distance: int,
+                      min_votes: int = 1) -> list[int]:
+    """Ids ranked by distinctive votes (best first; ties: smaller id first), with at least
+    ``min_votes`` of them. ``dist``/``labels``: each query descriptor's nearest banked
+    descriptors, nearest first (a FAISS search).
+
+    A descriptor votes only for the picture of its nearest descriptor, and only when that is
+    within ``max_distance`` bits and nearer than ``DISTINCTIVE_RATIO`` times the nearest one of
+    any other picture (Lowe's ratio test, between pictures): a descriptor of a common texture is
+    about as near to several pictures and gives none. A vote weighs ``1 - d1 / d2``, how much
+    nearer the picture is than the next (measured side by side, counting votes alone left the
+    embedded picture of one query tied with a stranger). When no other picture is among the
+    neighbours found, the farthest of them (at least ``max_distance``) stands for ``d2``."""
+    if not dist.size:
+        return []
+    n = len(dist)
+    l1, d1 = labels[:, 0], dist[:, 0].astype(np.float64)
+    other = (labels != l1[:, None]) & (labels >= 0)
+    found = np.where(labels >= 0, dist, -1).max(1).astype(np.float64)
+    d2 = np.where(other.any(1), dist[np.arange(n), np.argmax(other, axis=1)],
+                  np.maximum(found, max_distance)).astype(np.float64)
+    ok = (l1 >= 0) & (d1 <= max_distance) & (d1 <= DISTINCTIVE_RATIO * d2)
+    if not ok.any():
+        return []
+    uid, inverse = np.unique(l1[ok], return_inverse=True)
+    weight = np.bincount(inverse, weights=1.0 - d1[ok] / d2[ok])
+    counts = np.bincount(inverse)
+    order = np.lexsort((uid, -weight))
+    return [int(uid[i]) for i in order if counts[i] >= min_votes]
 
 
 def write_local_index(path: Path, header: dict[str, t.Any], index: LocalFeatureIndex) -> None:
