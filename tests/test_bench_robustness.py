@@ -82,3 +82,18 @@ def test_a_stage_reruns_alone(bench_out):
     took = run(Config(out=cfg.out, quick=True), ["metrics"])
     assert list(took) == ["metrics"]
     assert json.loads((cfg.out / "metrics.json").read_text()) == json.loads(before)
+
+
+def test_later_stages_take_the_runs_own_seed(bench_out):
+    """The queries' edits and placements derive from the seed the references stage recorded: a
+    later stage run alone takes that seed, and one asked to run with another fails before
+    touching anything."""
+    from vigil.errors import UsageError
+
+    cfg, _ = bench_out
+    before = (cfg.out / "metrics.json").read_text()
+    other = Config(out=cfg.out, quick=True, seed=cfg.seed + 1)
+    with pytest.raises(UsageError, match=f"seed {cfg.seed}"):
+        run(other, ["metrics"], seed_given=True)
+    assert (cfg.out / "metrics.json").read_text() == before
+    assert list(run(other, ["metrics"])) == ["metrics"] and other.seed == cfg.seed

@@ -757,8 +757,20 @@ def _scale(cfg: Config) -> dict[str, t.Any]:
 
 
 def run(cfg: Config, stages: t.Sequence[str] | None = None,
-        on_stage: t.Callable[[str, float], None] | None = None) -> dict[str, float]:
-    """Run the given stages (all by default) in order; returns seconds per stage."""
+        on_stage: t.Callable[[str, float], None] | None = None,
+        seed_given: bool = False) -> dict[str, float]:
+    """Run the given stages (all by default) in order; returns seconds per stage. Stages after
+    ``references`` run with the seed that stage recorded (the queries' edits and placements
+    derive from it); ``seed_given``: ``cfg.seed`` was asked for, and must then agree."""
+    from vigil.errors import UsageError
+
+    refs_file = cfg.out / "references.json"
+    if "references" not in (stages or STAGES) and refs_file.exists():
+        stored = json.loads(refs_file.read_text()).get("seed", cfg.seed)
+        if seed_given and stored != cfg.seed:
+            raise UsageError(f"{cfg.out}: this run's references were sampled with seed {stored}, "
+                             f"not {cfg.seed}; run the references stage again, or drop --seed")
+        cfg.seed = stored
     fns = {"references": stage_references, "queries": stage_queries, "signals": stage_signals,
            "matches": stage_matches, "metrics": stage_metrics, "scale": stage_scale}
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ def robustness_cmd(
     corpus: t.Annotated[Path | None, typer.Option(help="The media corpus (default ../shared/corpus).")] = None,
     refs: t.Annotated[int, typer.Option(help="Banked references (0: 90, or 12 with --quick).")] = 0,
     neg_edits: t.Annotated[int, typer.Option(help="Edits per negative picture (0: all, or 8 with --quick).")] = 0,
+    seed: t.Annotated[int | None, typer.Option(help="Sample of references, edits and placements (default 20240501; later stages take the run's own).")] = None,
 ) -> None:
     """Recall under evasive edits vs false matches, PDQ-only against Vigil, in one run."""
     from vigil.bench.robustness import STAGES, Config, run
@@ -34,12 +35,14 @@ def robustness_cmd(
                  neg_edits_per_image=neg_edits or 0)
     if corpus is not None:
         cfg.corpus = corpus
+    if seed is not None:
+        cfg.seed = seed
 
     def report(name: str, seconds: float) -> None:
         typer.echo(json.dumps({"stage": name, "seconds": seconds}))
 
     try:
-        run(cfg, stage or None, on_stage=report)
+        run(cfg, stage or None, on_stage=report, seed_given=seed is not None)
     except UsageError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(2) from exc
