@@ -524,7 +524,7 @@ class RobustIndex(ChangeLogFollower):
             return []
         # retrieval cost grows with the query's descriptors times the bank's: VOTE_FEATURES of
         # them, spread over the picture, find the candidates; all of them verify
-        # candidates far behind the leader are chance agreement (verifying one costs ~1 ms);
+        # candidates far behind the leader are chance agreement (verifying one costs ~0.5 ms);
         # one slot goes to the leader by distinctive votes (an embedded picture's)
         votes = self.index.vote(vote_codes(q), top=CANDIDATES, share=VOTE_SHARE,
                                 distinctive=DISTINCTIVE)

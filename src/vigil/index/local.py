@@ -155,26 +155,16 @@ class LocalFeatureIndex:
         if not len(keys):
             return []
         uid, counts = np.unique(keys // len(q), return_counts=True)
-        order = np.lexsort((uid, -counts))
-        ranked = [(int(uid[i]), int(counts[i])) for i in order if counts[i] >= min_votes]
-        if ranked:
-            ranked = [(i, n) for i, n in ranked if n >= share * ranked[0][1]]
-        plain = dict(zip(uid.tolist(), counts.tolist()))
-        keep = [i for i, _ in ranked[:max(0, top - distinctive)]]
+        order = np.lexsort((uid, -counts))[:top]
+        floor = max(min_votes, share * counts[order[0]])
+        ranked = [int(uid[i]) for i in order if counts[i] >= floor]
+        keep = ranked[:max(0, top - distinctive)]
         if distinctive > 0:
-            added = 0
-            for i in distinctive_votes(dist, labels, max_distance, min_votes):
-                if added >= distinctive or len(keep) >= top:
-                    break
-                if i not in keep:
-                    keep.append(i)
-                    added += 1
-        for i, _ in ranked:
-            if len(keep) >= top:
-                break
-            if i not in keep:
-                keep.append(i)
-        return [(i, plain[i]) for i in keep]
+            leaders = distinctive_votes(dist, labels, max_distance, min_votes)
+            keep += [i for i in leaders if i not in keep][:distinctive]
+        keep += [i for i in ranked if i not in keep][:top - len(keep)]
+        # every distinctive vote is a plain one too: each id kept is in uid
+        return [(i, int(counts[np.searchsorted(uid, i)])) for i in keep]
 
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         faiss = self._faiss
