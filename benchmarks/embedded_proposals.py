@@ -1,0 +1,124 @@
+"""How often the region pass's rectangle proposals hold the embedded picture, on benchmark folders.
+
+For every picture-in-picture positive of one or more `vigil bench robustness` folders, the true
+rectangle is found by template matching (the reference, resized as the edit resized it, slid over
+the query; the edit pastes it unaltered, so the best score is ~1.0). Reported per strength:
+- **searched**: the true rectangle (IoU >= 0.7) is among the rectangles the region pass searches
+  (`RobustAnalysis.rectangles`: the best MAX_REGIONS, at least MIN_REGION_AREA);
+- **formed**: it is among the best 60 rectangles `find_embedded` forms, any size;
+- **cut-out inliers** (`--verify`): the reference verified against the query cut along the true
+  rectangle (what the region pass would find with a perfect proposal; 0 = no verification),
+  listed for each query whose rectangle is not searched.
+
+    python benchmarks/embedded_proposals.py --out /tmp/rb/final --out /tmp/rb/seed2 --verify
+
+This is where docs/robustness.md's "true rectangle among those searched for 110 of 160" and
+"70-97 inliers when cut out along the true rectangle" come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import typing as t
+from pathlib import Path
+
+import _common
+
+_common.pin_threads(1)
+import numpy as np
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def true_rectangle(query: dict[str, t.Any]) -> tuple[tuple[int, int, int, int], float]:
+    """Where the reference sits in a picture-in-picture query, in the query's pixels, and the
+    template-matching score (the edit is `vigil.bench.edits._pip`: the reference at a share of
+    the background's width, or 95% of its height when that is less)."""
+    import cv2
+    from PIL import Image
+
+    with Image.open(query["path"]) as im:
+        q = np.asarray(im.convert("L"), np.float32)
+    with Image.open(query["src"]) as im:
+        ref = im.convert("L")
+    share = float(query["strength"].split("-")[1].rstrip("%")) / 100
+    bh, bw = q.shape
+    w = round(bw * share)
+    h = round(w * ref.height / ref.width)
+    if h > bh * 0.95:
+        h = round(bh * 0.95)
+        w = round(h * ref.width / ref.height)
+    tpl = np.asarray(ref.resize((w, h), Image.Resampling.LANCZOS), np.float32)
+    _, score, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(q, tpl, cv2.TM_CCOEFF_NORMED))
+    return (x, y, x + w, y + h), float(score)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, action="append", required=True,
+                    help="a `vigil bench robustness` folder (repeatable)")
+    ap.add_argument("--verify", action="store_true",
+                    help="also verify each reference against its true cut-out")
+    args = ap.parse_args()
+
+    import vigil.bench.robustness as bench
+    from vigil.core.robust import verify
+    from vigil.media.image import decode_image
+    from vigil.signals.robust import OrbSignal, Region, find_embedded
+
+    hits: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    inliers: dict[str, list[int]] = collections.defaultdict(list)
+    for out in args.out:
+        if args.verify:
+            bench._match_init(str(out))  # the run's bank, to read each reference's payload
+            by_ref = {r: s for s, r in bench._W["sig_ref"].items()}
+        for q in bench._read_jsonl(out / "queries.jsonl"):
+            if q["kind"] != "pos" or q["family"] != "pip":
+                continue
+            data = Path(q["path"]).read_bytes()
+            ra = OrbSignal.analyse(decode_image(data), source=data)
+            (x0, y0, x1, y1), _ = true_rectangle(q)
+            from PIL import Image
+
+            with Image.open(q["path"]) as im:
+                full = np.asarray(im.convert("L"))
+            # into the features' picture (the query as decoded, at a long side of 640 px)
+            f = ra.grey.shape[1] / full.shape[1]
+            truth = (x0 * f, y0 * f, x1 * f, y1 * f)
+            s = q["strength"]
+            hits[s]["queries"] += 1
+            searched = any(_iou(truth, r) >= 0.7 for r in ra.rectangles())
+            hits[s]["searched"] += searched
+            hits[s]["formed"] += any(_iou(truth, r) >= 0.7 for r in find_embedded(ra.grey, 60))
+            if args.verify:
+                cut = Region((float(x0), float(y0), float(x1), float(y1)),
+                             full[y0:y1, x0:x1], 1.0)
+                sid = by_ref[q["ref"]]
+                v = verify(cut.features(), bench._W["robust"].payloads([sid])[sid])
+                inliers[s].append(v.inliers if v is not None else 0)
+                if not searched:
+                    print(f"{out.name} query {q['id']} {s}: not searched; cut out along its "
+                          f"true rectangle, {inliers[s][-1]} inliers")
+        print(f"{out}: done", file=sys.stderr)
+    total: collections.Counter[str] = collections.Counter()
+    for s in sorted(hits):
+        c = hits[s]
+        total.update(c)
+        line = f"{s}: searched {c['searched']}/{c['queries']}, formed {c['formed']}/{c['queries']}"
+        if inliers[s]:
+            line += f", cut-out inliers median {int(np.median(inliers[s]))}, " \
+                    f"0 for {sum(n == 0 for n in inliers[s])}"
+        print(line)
+    print(f"all: searched {total['searched']}/{total['queries']}, "
+          f"formed {total['formed']}/{total['queries']}")
+
+
+if __name__ == "__main__":
+    main()
