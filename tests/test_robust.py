@@ -512,6 +512,24 @@ def test_region_pass_skips_small_rectangles(giraffe):
     assert len(list(rb.regions())) >= 1
 
 
+def test_small_rectangles_do_not_take_the_slots_of_a_larger_one():
+    """The minimum area applies before the best ``limit`` are chosen. A small crisp rectangle (a
+    window, a sign) scores higher than an embedded picture whose fourth side is the query's own
+    edge; when the area was checked only after choosing, it took the only slot and was then
+    dropped, and the embedded picture was never searched."""
+    from vigil.signals.robust import find_embedded
+
+    rng = np.random.default_rng(3)
+    grey = np.clip(120 + rng.normal(0, 2, (480, 640)), 0, 255).astype(np.uint8)
+    grey[60:160, 60:180] = 20  # 4% of the picture, four crisp sides
+    grey[200:440, 400:] = 220  # 28%: three sides inside the picture, the fourth its right edge
+    small, large = (60, 60, 180, 160), (400, 200, 639, 440)
+    best = find_embedded(grey, limit=2)
+    assert _iou(best[0], small) > 0.9 and _iou(best[1], large) > 0.9
+    (only,) = find_embedded(grey, limit=1, min_area=0.06)
+    assert _iou(only, large) > 0.9
+
+
 def test_spread_order_is_round_robin_over_cells_and_levels():
     """spread_order (vectorised) against the definition: round after round, the strongest
     remaining keypoint of every (4x4 cell, level band), stronger (lower index) first."""
