@@ -138,7 +138,7 @@ def main() -> None:
                                   region_check=region_check)
             ms = (time.thread_time() - t0) * 1e3
             mine = [q["ref"] is not None and source_of(c.signal_id) == q["ref"] for c in found]
-            rows[name].append({"kind": q["kind"], "strength": q["strength"], "ms": ms,
+            rows[name].append({"id": q["id"], "kind": q["kind"], "strength": q["strength"], "ms": ms,
                                "found": any(mine), "false": not all(mine)})
         if n % 100 == 0:
             print(f"{n}/{len(pos) + len(neg)} queries", file=sys.stderr)
@@ -152,6 +152,13 @@ def main() -> None:
               f"negatives median {np.median([r['ms'] for r in ng]) if ng else float('nan'):.1f} ms, "
               f"positives median {np.median([r['ms'] for r in p]) if p else float('nan'):.1f} ms")
         print("   " + " ".join(f"{k}:{by.get(k, 0)}" for k in sorted({r['strength'] for r in p})))
+    # the positives some settings found and others did not, to look at
+    names = list(rows)
+    for i, first in enumerate(rows[names[0]]):
+        got = [rows[name][i]["found"] for name in names]
+        if first["kind"] == "pos" and len(set(got)) > 1:
+            print(f"query {first['id']} {first['strength']}: found by "
+                  + ", ".join(n for n, g in zip(names, got) if g))
 
 
 if __name__ == "__main__":
