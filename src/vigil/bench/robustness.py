@@ -409,10 +409,38 @@ def _match_one(q: dict[str, t.Any]) -> dict[str, t.Any]:
             "keypoints": len(ra.query)}
 
 
+def machine_probe(repeat: int = 15) -> float:
+    """Median ms of one fixed piece of the robust tier's work, ORB's 1000 keypoints of a synthetic
+    640x480 picture, on one thread of this process: how fast the machine is at the moment. On a
+    shared machine the same code's medians move with other tenants' load (by half within one
+    day, measured); the matches stage records this before and after, so that runs can be told
+    apart from a slower machine."""
+    import cv2
+
+    from vigil.signals.robust import extract_features
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        rng = np.random.default_rng(0)
+        grey = cv2.GaussianBlur(rng.integers(0, 256, (480, 640)).astype(np.uint8), (0, 0), 2.0)
+        grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX)
+        took = []
+        for _ in range(repeat):
+            t0 = time.thread_time()
+            extract_features(grey)
+            took.append((time.thread_time() - t0) * 1e3)
+    finally:
+        cv2.setNumThreads(threads)
+    return round(float(np.median(took)), 2)
+
+
 def stage_matches(cfg: Config) -> None:
     queries = _read_jsonl(cfg.out / "queries.jsonl")
+    before = machine_probe()
     rows = _pool_map(_match_one, queries, cfg.workers, _match_init, (str(cfg.out),), spawn=True)
     _write_jsonl(cfg.out / "matches.jsonl", rows)
+    _write_json(cfg.out / "probe.json", {"before_ms": before, "after_ms": machine_probe()})
 
 
 # -- 5. metrics ------------------------------------------------------------------------------------
@@ -513,6 +541,8 @@ def stage_metrics(cfg: Config) -> dict[str, t.Any]:
                                      or m.get("region_pdq_ok", 999) <= PDQ_DEFAULT):
             variants[m["rob_variant"]] = variants.get(m["rob_variant"], 0) + 1
     result["robust_hits_by_pass"] = variants
+    probe = cfg.out / "probe.json"  # the machine's speed around the matches stage (machine_probe)
+    result["machine_probe_ms"] = json.loads(probe.read_text()) if probe.exists() else None
     result["pdq_ms_median"] = float(np.median([m["pdq_ms"] for m in matches if "pdq_ms" in m] or [0]))
     bank = json.loads((cfg.out / "bank.json").read_text())
     result["index_file_bytes_per_picture"] = bank["index_file_bytes_per_picture"]
