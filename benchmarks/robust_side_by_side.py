@@ -138,8 +138,8 @@ def main() -> None:
                                   region_check=region_check)
             ms = (time.thread_time() - t0) * 1e3
             mine = [q["ref"] is not None and source_of(c.signal_id) == q["ref"] for c in found]
-            rows[name].append({"id": q["id"], "kind": q["kind"], "strength": q["strength"], "ms": ms,
-                               "found": any(mine), "false": not all(mine)})
+            rows[name].append({"id": q["id"], "kind": q["kind"], "strength": q["strength"],
+                               "ms": ms, "found": any(mine), "false": not all(mine)})
         if n % 100 == 0:
             print(f"{n}/{len(pos) + len(neg)} queries", file=sys.stderr)
     apply([])

@@ -120,7 +120,8 @@ def main() -> None:
         print(f"ratio this / baseline, {k}: {med['this'][k] / med['baseline'][k]:.3f}")
     for a, b, q in zip(rows["baseline"], rows["this"], pos):
         if _found(a) != _found(b):
-            print(f"query {q['id']} {q['strength']}: found by {'this' if _found(b) else 'baseline'}")
+            who = "this" if _found(b) else "baseline"
+            print(f"query {q['id']} {q['strength']}: found by {who}")
 
 
 if __name__ == "__main__":

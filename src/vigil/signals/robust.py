@@ -72,7 +72,7 @@ REGION_MIN_SIDE = 480
 FAST_THRESHOLD = 12
 #: ...but an embedded region is cut out at full resolution, where its corners are sharp: a higher
 #: threshold there skips weak corners that ORB would score and then drop. Measured side by side
-#: (docs/robustness.md): the same embedded pictures found, their description ~40% faster
+#: (docs/robustness.md): the same embedded pictures found, their description about a third faster
 REGION_FAST = 25
 #: a region is re-hashed with PDQ at this square size (see Region.pdq)
 REGION_PDQ_SIDE = 256
@@ -305,7 +305,8 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     opposite or three sides; none below ``WEAK_SIDE_COVER``), it covers 2-80% of the picture and
     each side spans 15% of the picture's, and at least ``min_area`` of it. The best ``limit``
     (most and best-covered sides, then larger), overlapping ones dropped. Every pair of
-    horizontal lines is scored in one array operation (~5 ms at 640 px on this project's machine; the loop over pairs it replaced cost ~27 ms)."""
+    horizontal lines is scored in one array operation (~5 ms at 640 px on this project's
+    machine; the loop over pairs it replaced cost ~27 ms)."""
     import cv2
 
     h, w = grey.shape[:2]
@@ -385,7 +386,7 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     ok = (strong.sum(0) >= 3) | (strong[0] & strong[1]) | (strong[2] & strong[3])
     ok &= ~(real & (cover < WEAK_SIDE_COVER)).any(0)
     # a small rectangle is most often a window, a sign or a panel of the picture itself, and the
-    # region pass costs ~10 ms a rectangle: one under min_area is not a candidate at all (when
+    # region pass costs ~8 ms a rectangle: one under min_area is not a candidate at all (when
     # they were dropped after ranking instead, windows took the slots of embedded pictures)
     ok &= (area >= max(0.02, min_area)) & (area <= 0.8)
     # more edge-backed sides first; among equals the larger (an inner line of the embedded
@@ -563,7 +564,8 @@ class RobustAnalysis:
 
     def rectangles(self) -> list[tuple[int, int, int, int]]:
         """:func:`find_embedded`'s rectangles that the region pass searches (at least
-        ``MIN_REGION_AREA``, at most ``MAX_REGIONS``), in the features' picture's coordinates.
+        ``MIN_REGION_AREA``, at most ``MAX_REGIONS``, the last of them only when it covers
+        ``LAST_REGION_AREA``), in the features' picture's coordinates.
         (Looking for them at half the size costs no less, measured: more rectangles come out,
         and it found 7 fewer of 200 embedded pictures.)"""
         rects = find_embedded(self.grey, MAX_REGIONS, min_area=MIN_REGION_AREA)
