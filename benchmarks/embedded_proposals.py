@@ -83,15 +83,20 @@ def main() -> None:
             if q["kind"] != "pos" or q["family"] != "pip":
                 continue
             data = Path(q["path"]).read_bytes()
-            ra = OrbSignal.analyse(decode_image(data), source=data)
+            decoded = decode_image(data)
+            ra = OrbSignal.analyse(decoded, source=data)
             (x0, y0, x1, y1), _ = true_rectangle(q)
             from PIL import Image
 
             with Image.open(q["path"]) as im:
                 full = np.asarray(im.convert("L"))
-            # into the features' picture (the query as decoded, at a long side of 640 px)
-            f = ra.grey.shape[1] / full.shape[1]
-            truth = (x0 * f, y0 * f, x1 * f, y1 * f)
+            # into the features' picture: the decoder's luma (maybe a scaled decode), less the
+            # uniform borders it trimmed, at a long side of 640 px
+            top, _, left, right = decoded.box
+            s = decoded.luma.shape[1] / full.shape[1]
+            g = ra.grey.shape[1] / (right - left)
+            truth = ((x0 * s - left) * g, (y0 * s - top) * g, (x1 * s - left) * g,
+                     (y1 * s - top) * g)
             s = q["strength"]
             hits[s]["queries"] += 1
             searched = any(_iou(truth, r) >= 0.7 for r in ra.rectangles())
