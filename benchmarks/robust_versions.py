@@ -49,10 +49,16 @@ def _worker(src: str, out: str, conn: t.Any) -> None:
         conn.send(bench._match_one(q))
 
 
+def _decide(row: dict[str, t.Any]) -> tuple[bool, bool]:
+    """(found its own reference, matched another one): the robust tier's decision at the shipped
+    defaults, as the benchmark's metrics make it (this checkout's code)."""
+    from vigil.bench.robustness import ROBUST_DEFAULT, _decisions
+
+    return _decisions("robust", row, ROBUST_DEFAULT)
+
+
 def _found(row: dict[str, t.Any]) -> bool:
-    # rob_ok: inliers of the query's own reference (15 at the default); region_pdq_ok: PDQ
-    # distance of an embedded region to it (31 at the default)
-    return bool(row.get("rob_ok", 0) >= 15 or row.get("region_pdq_ok", 999) <= 31)
+    return _decide(row)[0]
 
 
 def main() -> None:
@@ -112,8 +118,7 @@ def main() -> None:
                      for k, p in (("negatives", False), ("positives", True))
                      if any((r["kind"] == "pos") == p for r in timed)}
         found = sum(_found(r) for r in rr if r["kind"] == "pos")
-        false = sum(r.get("rob_wrong", 0) >= 15 or r.get("region_pdq_wrong", 999) <= 31
-                    for r in rr)
+        false = sum(_decide(r)[1] for r in rr)
         print(f"{name}: positives found {found}/{len(pos)}, false matches {false}, "
               + ", ".join(f"{k} median {v:.1f} ms" for k, v in med[name].items()))
     for k in med["this"]:
