@@ -514,20 +514,75 @@ def test_region_pass_skips_small_rectangles(giraffe):
 
 def test_small_rectangles_do_not_take_the_slots_of_a_larger_one():
     """The minimum area applies before the best ``limit`` are chosen. A small crisp rectangle (a
-    window, a sign) scores higher than an embedded picture whose fourth side is the query's own
-    edge; when the area was checked only after choosing, it took the only slot and was then
-    dropped, and the embedded picture was never searched."""
+    window, a sign) scores higher than an embedded picture whose sides are less clean (here the
+    bottom one is broken for a third of its length, and the fourth is the query's own edge);
+    when the area was checked only after choosing, it took the only slot and was then dropped,
+    and the embedded picture was never searched."""
     from vigil.signals.robust import find_embedded
 
     rng = np.random.default_rng(3)
     grey = np.clip(120 + rng.normal(0, 2, (480, 640)), 0, 255).astype(np.uint8)
     grey[60:160, 60:180] = 20  # 4% of the picture, four crisp sides
     grey[200:440, 400:] = 220  # 28%: three sides inside the picture, the fourth its right edge
+    grey[440:470, 480:560] = 220  # the bottom side broken for 80 of its 240 px
     small, large = (60, 60, 180, 160), (400, 200, 639, 440)
     best = find_embedded(grey, limit=2)
     assert _iou(best[0], small) > 0.9 and _iou(best[1], large) > 0.9
     (only,) = find_embedded(grey, limit=1, min_area=0.06)
     assert _iou(only, large) > 0.9
+
+
+def _textured(seed: int, picture: np.ndarray, width: int = 256):
+    """``picture`` (grey) pasted at ``width`` px, at a random place, on a 640x480 texture whose
+    every few pixels carry a strong edge (blurred noise: a lawn, gravel); returns the query and
+    the pasted rectangle."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.normal(128, 60, (480, 640)).astype(np.float32), (0, 0), 1.2)
+    grey = np.clip(tex, 0, 255).astype(np.uint8)
+    h = round(width * picture.shape[0] / picture.shape[1])
+    x, y = int(rng.integers(0, 640 - width)), int(rng.integers(0, 480 - h))
+    grey[y : y + h, x : x + width] = cv2.resize(picture, (width, h), interpolation=cv2.INTER_AREA)
+    return grey, (x, y, x + width, y + h)
+
+
+def test_embedded_picture_is_found_on_a_texture_of_edges(giraffe):
+    """On a texture, most pixels have a strong gradient (~60% of them here): rows of
+    thresholded gradient were as long there as the embedded picture's own sides, and no
+    rectangle of it was formed (none of these 12 over IoU 0.35). Canny's thin edges, each
+    counted for one direction only, seldom line up over a side's length (8 of the 12 found)."""
+    from vigil.signals.robust import MIN_REGION_AREA, _line_edges, find_embedded
+
+    picture = np.asarray(giraffe.convert("L"))
+    found = 0
+    for seed in range(12):
+        grey, truth = _textured(seed, picture)
+        found += any(_iou(r, truth) > 0.7 for r in find_embedded(grey, min_area=MIN_REGION_AREA))
+    assert found >= 6
+    horizontal, vertical = _line_edges(grey)
+    assert horizontal.mean() < 0.4 and vertical.mean() < 0.4
+
+
+def test_two_perfect_sides_outrank_four_that_a_texture_lines_up():
+    """A screen recording: app chrome (a dark status bar, a white page) around a star field.
+    The star field lines up middling edges into four-sided rectangles; the picture has two
+    perfect sides (top and bottom) and the screen's own edges. Rectangles rank by the mean
+    cover of their sides, so the picture comes first; when each side's cover was added up,
+    star rectangles with four sides came first."""
+    import cv2
+
+    from vigil.signals.robust import MIN_REGION_AREA, find_embedded
+
+    rng = np.random.default_rng(0)
+    grey = np.full((640, 420), 245, np.uint8)
+    grey[:30] = 20
+    stars = np.zeros((420, 420), np.float32)
+    at = rng.integers(0, 420, (4000, 2))
+    stars[at[:, 0], at[:, 1]] = rng.uniform(120, 255, 4000)
+    grey[70:490] = np.clip(cv2.GaussianBlur(stars, (0, 0), 1.0) * 4 + 10, 0, 255).astype(np.uint8)
+    best = find_embedded(grey, min_area=MIN_REGION_AREA)[0]
+    assert _iou(best, (0, 70, 419, 490)) > 0.85
 
 
 def test_spread_order_is_round_robin_over_cells_and_levels():

