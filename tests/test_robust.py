@@ -585,6 +585,26 @@ def test_two_perfect_sides_outrank_four_that_a_texture_lines_up():
     assert _iou(best, (0, 70, 419, 490)) > 0.85
 
 
+def test_region_keypoints_are_spread_over_the_cut_out(giraffe):
+    """A cut-out that is not exactly the embedded picture holds some of what surrounds it (here
+    a strip of noise, as sharp as a lawn or an app's text); its strongest 400 corners are then
+    mostly there, and a plain picture keeps few. The region's 400 are taken spread over the
+    cut-out from its 800 strongest."""
+    from vigil.signals.robust import (REGION_FAST, REGION_FEATURES, Region, extract_features,
+                                      prepare_luma)
+
+    picture = np.asarray(giraffe.convert("L").resize((480, 320)), np.float32)
+    cut = np.zeros((320, 640), np.uint8)
+    cut[:, :160] = np.random.default_rng(0).integers(0, 256, (320, 160))
+    cut[:, 160:] = np.clip(128 + (picture - 128) * 0.5, 0, 255).astype(np.uint8)  # low contrast
+    f = Region((0.0, 0.0, 640.0, 320.0), cut, 1.0).features()
+    grey, s = prepare_luma(cut, 640)
+    strongest = extract_features(grey, REGION_FEATURES, s, REGION_FAST)
+    on_picture = int((f.xy[:, 0] >= 165).sum())
+    assert len(f) == REGION_FEATURES
+    assert on_picture >= 1.3 * int((strongest.xy[:, 0] >= 165).sum()) and on_picture >= 90
+
+
 def test_spread_order_is_round_robin_over_cells_and_levels():
     """spread_order (vectorised) against the definition: round after round, the strongest
     remaining keypoint of every (4x4 cell, level band), stronger (lower index) first."""
