@@ -590,8 +590,13 @@ def test_region_keypoints_are_spread_over_the_cut_out(giraffe):
     a strip of noise, as sharp as a lawn or an app's text); its strongest 400 corners are then
     mostly there, and a plain picture keeps few. The region's 400 are taken spread over the
     cut-out from its 800 strongest."""
-    from vigil.signals.robust import (REGION_FAST, REGION_FEATURES, Region, extract_features,
-                                      prepare_luma)
+    from vigil.signals.robust import (
+        REGION_FAST,
+        REGION_FEATURES,
+        Region,
+        extract_features,
+        prepare_luma,
+    )
 
     picture = np.asarray(giraffe.convert("L").resize((480, 320)), np.float32)
     cut = np.zeros((320, 640), np.uint8)
