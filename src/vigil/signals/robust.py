@@ -329,8 +329,9 @@ def _line_edges(grey: np.ndarray) -> tuple[t.Any, t.Any]:
     gy = cv2.Sobel(grey, cv2.CV_16S, 0, 1, ksize=3)
     edge = cv2.Canny(gx, gy, EDGE_GRADIENT, 2 * EDGE_GRADIENT)
     ax, ay = np.abs(gx), np.abs(gy)  # int16: a 3x3 Sobel of uint8 is at most 1020
-    horizontal = cv2.compare(ay, cv2.multiply(ax, EDGE_ORIENT), cv2.CMP_GT)
-    vertical = cv2.compare(ax, cv2.multiply(ay, EDGE_ORIENT), cv2.CMP_GT)
+    orient: t.Any = EDGE_ORIENT  # a scalar, which OpenCV's stubs do not list
+    horizontal = cv2.compare(ay, cv2.multiply(ax, orient), cv2.CMP_GT)
+    vertical = cv2.compare(ax, cv2.multiply(ay, orient), cv2.CMP_GT)
     ey = cv2.bitwise_and(edge, horizontal)
     ex = cv2.bitwise_and(edge, vertical)
     ey = cv2.threshold(cv2.dilate(ey, np.ones((3, 1), np.uint8)), 0, 1, cv2.THRESH_BINARY)[1]
@@ -357,6 +358,8 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     if h < 32 or w < 32:
         return []
     grey = _as_uint8(grey)
+    ey: t.Any
+    ex: t.Any
     ey, ex = _line_edges(grey)
     # A side is one long straight run of edge pixels; texture is many short ones, and in texture
     # nearly every pixel is an edge. So only pixels inside runs of 12% of the picture (small gaps
