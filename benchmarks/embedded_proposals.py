@@ -9,20 +9,24 @@ the edit resized it, slid over the query; the edit pastes it unaltered, so the b
 - **formed**: it is among the best 60 rectangles `find_embedded` forms, any size;
 - **cut-out inliers** (`--verify`): the reference verified against the query cut along the true
   rectangle (what the region pass would find with a perfect proposal; 0 = no verification),
-  listed for each query whose rectangle is not searched.
+  listed for each query whose rectangle is not searched;
+- with `--negatives N`, the mean number of rectangles searched in N negative queries per
+  folder: each costs a negative a region search (~8 ms).
 
     python benchmarks/embedded_proposals.py --out /tmp/rb/final --out /tmp/rb/seed2 \\
         --out /tmp/rb/seed3 --out /tmp/rb/seed4 --verify
 
 This is where docs/robustness.md's proposal counts come from (round 6: searched for 425 of the
 480 embedded pictures of four samples, formed for 434; round 5's code, imported from a worktree
-of `bf5dcef` with PYTHONPATH: 334 and 407), and the misses' cut-out inliers.
+of `bf5dcef` with PYTHONPATH: 334 and 407), the rectangles searched per negative, and the
+misses' cut-out inliers.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import random
 import sys
 import typing as t
 from pathlib import Path
@@ -79,6 +83,9 @@ def main() -> None:
                     help="a `vigil bench robustness` folder (repeatable)")
     ap.add_argument("--verify", action="store_true",
                     help="also verify each reference against its true cut-out")
+    ap.add_argument("--negatives", type=int, default=0, metavar="N",
+                    help="also count the rectangles searched in N negative queries per folder "
+                         "(a fixed random sample): what the region pass costs a negative")
     args = ap.parse_args()
 
     import vigil.bench.robustness as bench
@@ -88,6 +95,7 @@ def main() -> None:
 
     hits: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     inliers: dict[str, list[int]] = collections.defaultdict(list)
+    searched_in_negatives: list[int] = []
     for out in args.out:
         if args.verify:
             bench._match_init(str(out))  # the run's bank, to read each reference's payload
@@ -124,6 +132,13 @@ def main() -> None:
                 if not searched:
                     print(f"{out.name} query {q['id']} {s}: not searched; cut out along its "
                           f"true rectangle, {inliers[s][-1]} inliers")
+        if args.negatives:
+            negatives = [q for q in bench._read_jsonl(out / "queries.jsonl") if q["kind"] != "pos"]
+            random.Random(0).shuffle(negatives)
+            for q in negatives[: args.negatives]:
+                data = Path(q["path"]).read_bytes()
+                ra = OrbSignal.analyse(decode_image(data), source=data)
+                searched_in_negatives.append(len(ra.rectangles()))
         print(f"{out}: done", file=sys.stderr)
     total: collections.Counter[str] = collections.Counter()
     for s in sorted(hits):
@@ -136,6 +151,9 @@ def main() -> None:
         print(line)
     print(f"all: searched {total['searched']}/{total['queries']}, "
           f"formed {total['formed']}/{total['queries']}")
+    if searched_in_negatives:
+        print(f"negatives: {np.mean(searched_in_negatives):.2f} rectangles searched per query "
+              f"({len(searched_in_negatives)} queries)")
 
 
 if __name__ == "__main__":

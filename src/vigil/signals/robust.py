@@ -320,9 +320,10 @@ def _line_edges(grey: np.ndarray) -> tuple[t.Any, t.Any]:
     of a lawn's pixels), so grass or a star field beside an embedded picture made rows of
     edges as long as the picture's own sides. Canny keeps one pixel per edge, where the
     gradient peaks across it, and an edge pixel counts for one direction only; a texture's
-    edges then seldom line up over a side's length. Measured on 240 picture-in-picture
-    queries of three benchmark samples: the true rectangle searched for 202 rather than 180,
-    with 1.4 rather than 2.0 rectangles searched per negative query."""
+    edges then seldom line up over a side's length. With the ranking below, on the 480
+    embedded pictures of four benchmark samples the true rectangle is searched for 425 rather
+    than 334, and a negative query searches 1.5 rectangles rather than 2.1
+    (benchmarks/embedded_proposals.py, docs/robustness.md "Round 6")."""
     import cv2
 
     gx = cv2.Sobel(grey, cv2.CV_16S, 1, 0, ksize=3)
@@ -439,8 +440,8 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     # each such side, and among equals the larger (an inner line of the embedded picture makes
     # smaller rectangles that look as good). A mean, not a sum: four middling sides that a
     # texture lines up (a star field, a lawn) outranked the two perfect edges of an app's
-    # chrome when every side added its cover (measured on 360 embedded-picture and screen
-    # queries of three samples: the true rectangle among the searched 322 times, not 293)
+    # chrome when every side added its cover (with Canny's lines on 360 embedded pictures of
+    # three samples: the true rectangle among those searched 322 times, not 293)
     score = (np.where(real, cover, 0).sum(0) / np.maximum(real.sum(0), 1)
              + SIDE_WEIGHT * real.sum(0) + AREA_WEIGHT * area)
     idx = np.nonzero(ok)[0]
@@ -563,8 +564,8 @@ class Region:
             # the strongest corners of a cut-out that is not exactly the picture are often on
             # what surrounds it (a lawn, an app's text), and a plain picture (a seascape, a
             # tool on a table) then kept few of the 400: taken spread over the cut-out, they
-            # found 4 more of 120 screen recordings and picture-in-picture + JPEG queries
-            # (three samples), at ~1 ms more a region
+            # found 4 more phone recordings and picture-in-picture + JPEG queries in three
+            # samples, at 1.01-1.03x the cost of a negative (robust_versions.py against 7e70308)
             f = extract_features(grey, REGION_DETECT, s * self.scale, REGION_FAST)
             if len(f) > REGION_FEATURES:
                 f = take(f, spread_order(f, REGION_FEATURES))
