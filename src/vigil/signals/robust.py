@@ -252,11 +252,14 @@ def payload_digest(payload: bytes) -> str:
 
 
 # -- embedded pictures (picture-in-picture, screenshots, screen recordings) ----------------------
-#: a side of a candidate rectangle counts when this share of it lies on a strong edge
+#: a strong edge's gradient (3x3 Sobel, grey levels): find_bars' threshold, and the lower of
+#: Canny's two in find_embedded (the upper is twice it)
 EDGE_GRADIENT = 24
 #: an edge pixel counts for a horizontal side when its vertical gradient is this many times its
 #: horizontal one (and the other way round)
 EDGE_ORIENT = 1.5
+#: a side of a candidate rectangle counts when this share of it lies on an edge (none of them
+#: may lie below the weak share)
 SIDE_COVER = 0.6
 WEAK_SIDE_COVER = 0.35
 MAX_LINES = 16
@@ -316,8 +319,9 @@ def _line_edges(grey: np.ndarray) -> tuple[t.Any, t.Any]:
     ``EDGE_ORIENT`` times the horizontal) for the first map, mostly horizontal for the second;
     each widened to 3 pixels across, as a straight side may step by a pixel. 0/1 uint8 maps.
 
-    Thresholded gradient magnitude, used before, marks most of a textured picture as edge (62%
-    of a lawn's pixels), so grass or a star field beside an embedded picture made rows of
+    Thresholded gradient magnitude, used before, marks most of a textured picture as edge (over
+    half of a lawn's pixels; see the tests), so grass or a star field beside an embedded picture
+    made rows of
     edges as long as the picture's own sides. Canny keeps one pixel per edge, where the
     gradient peaks across it, and an edge pixel counts for one direction only; a texture's
     edges then seldom line up over a side's length. With the ranking below, on the 480
@@ -345,14 +349,14 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     """Rectangles (x0, y0, x1, y1) of ``grey`` that look like a picture embedded in another one.
 
     A pasted picture, a screenshot or a screen recording shows its reference inside straight
-    axis-aligned edges: long rows (columns) where the vertical (horizontal) gradient is strong. The
-    strongest such lines, plus the picture's own borders, are combined into rectangles; one is kept
-    when its interior sides lie on edges (at least two of them for ``SIDE_COVER`` of their length,
-    opposite or three sides; none below ``WEAK_SIDE_COVER``), it covers 2-80% of the picture and
-    each side spans 15% of the picture's, and at least ``min_area`` of it. The best ``limit``
-    (most and best-covered sides, then larger), overlapping ones dropped. Every pair of
-    horizontal lines is scored in one array operation (~5 ms at 640 px on this project's
-    machine; the loop over pairs it replaced cost ~27 ms)."""
+    axis-aligned edges: long rows (columns) of horizontal (vertical) edge pixels
+    (:func:`_line_edges`). The strongest such lines, plus the picture's own borders, are combined
+    into rectangles; one is kept when its interior sides lie on edges (at least two of them for
+    ``SIDE_COVER`` of their length, opposite or three sides; none below ``WEAK_SIDE_COVER``), it
+    covers 2-80% of the picture and each side spans 15% of the picture's, and at least
+    ``min_area`` of it. The best ``limit`` (best mean cover of the interior sides, then more of
+    them, then larger), overlapping ones dropped. Every pair of horizontal lines is scored in one
+    array operation (the loop over pairs it replaced cost ~5x as much)."""
     import cv2
 
     h, w = grey.shape[:2]
@@ -440,8 +444,7 @@ def find_embedded(grey: np.ndarray, limit: int = MAX_REGIONS,
     # each such side, and among equals the larger (an inner line of the embedded picture makes
     # smaller rectangles that look as good). A mean, not a sum: four middling sides that a
     # texture lines up (a star field, a lawn) outranked the two perfect edges of an app's
-    # chrome when every side added its cover (with Canny's lines on 360 embedded pictures of
-    # three samples: the true rectangle among those searched 322 times, not 293)
+    # chrome when every side added its cover (see the tests, and docs/robustness.md "Round 6")
     score = (np.where(real, cover, 0).sum(0) / np.maximum(real.sum(0), 1)
              + SIDE_WEIGHT * real.sum(0) + AREA_WEIGHT * area)
     idx = np.nonzero(ok)[0]
